@@ -1,0 +1,1 @@
+//! flotilla-kv: not started yet.

@@ -1,0 +1,1 @@
+//! flotilla-log: not started yet.

@@ -1,0 +1,1 @@
+//! flotilla-node: not started yet.

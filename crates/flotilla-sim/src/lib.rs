@@ -1,0 +1,1 @@
+//! flotilla-sim: not started yet.

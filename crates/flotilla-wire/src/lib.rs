@@ -1,0 +1,1 @@
+//! flotilla-wire: not started yet.
