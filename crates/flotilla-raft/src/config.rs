@@ -31,8 +31,27 @@ pub struct Config {
     /// A snapshot sent to a follower that is not acknowledged within this many ticks is
     /// considered lost and will be offered again.
     pub snapshot_timeout_ticks: u32,
+    /// After a snapshot, keep this many entries below its index in the log, so a follower
+    /// that lags a little catches up by log instead of by snapshot.
+    pub compaction_keep_entries: u64,
     /// Seed of the core's own random generator (election timeouts). The caller owns it.
     pub rng_seed: u64,
+    /// Test-only switches that break the protocol on purpose (see `Broken`).
+    #[cfg(feature = "broken-variants")]
+    pub broken: Broken,
+}
+
+/// Deliberate protocol bugs, so tests can prove the simulator's checks catch them.
+/// Compiled only with the `broken-variants` feature; never enable it outside tests.
+#[cfg(feature = "broken-variants")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Broken {
+    /// Commit entries of earlier terms by counting replicas (violates Raft Figure 8).
+    pub figure8: bool,
+    /// Grant votes without checking that the candidate's log is up to date (§5.4.1).
+    pub vote_restriction: bool,
+    /// Send votes and AppendEntries answers before the state they promise is durable.
+    pub persist_order: bool,
 }
 
 impl Config {
@@ -50,7 +69,10 @@ impl Config {
             max_uncommitted_bytes: 64 << 20,
             learner_catchup_max_lag: 100,
             snapshot_timeout_ticks: 300,
+            compaction_keep_entries: 1000,
             rng_seed,
+            #[cfg(feature = "broken-variants")]
+            broken: Broken::default(),
         }
     }
 

@@ -1,0 +1,206 @@
+//! The core's view of the log: every entry since the last purge, in memory.
+//!
+//! The runtime's store holds the same entries durably; the core keeps them in memory so it
+//! never performs I/O. Entries are cheap to clone (`Bytes` payloads). The log is bounded by
+//! compaction: once a snapshot covers a prefix the runtime purges it here and on disk.
+
+use std::collections::VecDeque;
+
+use crate::membership::Membership;
+use crate::types::{Entry, EntryPayload, LogIndex, SnapshotMeta, Term};
+
+#[derive(Clone, Debug)]
+pub(crate) struct RaftLog {
+    /// The index and term just before `entries[0]`.
+    /// Invariant: `start.0 <= snapshot.last_index` unless no snapshot exists (then start is
+    /// (0, 0) or what a purge left).
+    pub(crate) start: (LogIndex, Term),
+    /// Invariant: `entries[i].index == start.0 + 1 + i`, terms never decrease.
+    pub(crate) entries: VecDeque<Entry>,
+    /// The latest snapshot this node holds (installed or built).
+    pub(crate) snapshot: SnapshotMeta,
+    /// Invariant: `committed <= last_index()` and never decreases.
+    pub(crate) committed: LogIndex,
+    /// Entries up to here have been handed out in `Apply` (or are covered by the snapshot).
+    /// Invariant: `applied <= committed` and `applied <= stable`.
+    pub(crate) applied: LogIndex,
+    /// Entries up to here are durable on this node (reported by the runtime).
+    /// Invariant: `stable <= last_index()`.
+    pub(crate) stable: LogIndex,
+    /// Entries from here on have not yet been handed out in an `AppendLog` command.
+    pub(crate) unpersisted_from: LogIndex,
+}
+
+impl RaftLog {
+    pub(crate) fn new(
+        start: (LogIndex, Term),
+        snapshot: SnapshotMeta,
+        entries: Vec<Entry>,
+    ) -> Self {
+        let last = LogIndex(start.0.0 + entries.len() as u64);
+        let applied = snapshot.last_index.max(start.0);
+        RaftLog {
+            start,
+            entries: entries.into(),
+            snapshot,
+            committed: applied,
+            applied,
+            stable: last,
+            unpersisted_from: last.next(),
+        }
+    }
+
+    pub(crate) fn first_index(&self) -> LogIndex {
+        self.start.0.next()
+    }
+
+    pub(crate) fn last_index(&self) -> LogIndex {
+        LogIndex(self.start.0.0 + self.entries.len() as u64)
+    }
+
+    pub(crate) fn last_term(&self) -> Term {
+        self.entries.back().map_or(self.start.1, |e| e.term)
+    }
+
+    /// The term of the entry at `index`, if this node still knows it.
+    pub(crate) fn term(&self, index: LogIndex) -> Option<Term> {
+        if index == self.start.0 {
+            return Some(self.start.1);
+        }
+        if index == self.snapshot.last_index {
+            return Some(self.snapshot.last_term);
+        }
+        if index < self.start.0 || index > self.last_index() {
+            return None;
+        }
+        Some(self.entries[(index.0 - self.start.0.0 - 1) as usize].term)
+    }
+
+    pub(crate) fn entry(&self, index: LogIndex) -> Option<&Entry> {
+        if index <= self.start.0 || index > self.last_index() {
+            return None;
+        }
+        self.entries.get((index.0 - self.start.0.0 - 1) as usize)
+    }
+
+    /// True if our log contains an entry at `index` with `term`.
+    pub(crate) fn matches(&self, index: LogIndex, term: Term) -> bool {
+        self.term(index) == Some(term)
+    }
+
+    /// Raft §5.4.1: is a log ending at (last_term, last_index) at least as up to date as ours?
+    pub(crate) fn is_up_to_date(&self, last_index: LogIndex, last_term: Term) -> bool {
+        last_term > self.last_term()
+            || (last_term == self.last_term() && last_index >= self.last_index())
+    }
+
+    /// Entries in `lo..=hi`, stopping once `max_bytes` is reached (always at least one).
+    pub(crate) fn slice(&self, lo: LogIndex, hi: LogIndex, max_bytes: usize) -> Vec<Entry> {
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let mut i = lo;
+        while i <= hi {
+            let Some(e) = self.entry(i) else { break };
+            bytes += e.approx_bytes();
+            if !out.is_empty() && bytes > max_bytes {
+                break;
+            }
+            out.push(e.clone());
+            i = i.next();
+        }
+        out
+    }
+
+    /// Leader path: append fresh entries at the tail.
+    pub(crate) fn append(&mut self, entry: Entry) {
+        debug_assert_eq!(entry.index, self.last_index().next());
+        self.entries.push_back(entry);
+    }
+
+    /// Follower path: drop every entry with index >= `from` (a conflicting suffix).
+    pub(crate) fn truncate_from(&mut self, from: LogIndex) {
+        assert!(
+            from > self.committed,
+            "truncating committed entry {} (commit {})",
+            from,
+            self.committed
+        );
+        let keep = (from.0 - self.start.0.0 - 1) as usize;
+        self.entries.truncate(keep);
+        if self.stable >= from {
+            self.stable = from.prev();
+        }
+        if self.unpersisted_from > from {
+            self.unpersisted_from = from;
+        }
+    }
+
+    /// Entries not yet handed to the runtime for persistence.
+    pub(crate) fn take_unpersisted(&mut self) -> Vec<Entry> {
+        let from = self.unpersisted_from;
+        if from > self.last_index() {
+            return Vec::new();
+        }
+        self.unpersisted_from = self.last_index().next();
+        self.slice(from, self.last_index(), usize::MAX)
+    }
+
+    /// Drops entries up to `upto` (inclusive) from memory.
+    pub(crate) fn purge(&mut self, upto: LogIndex) {
+        if upto <= self.start.0 {
+            return;
+        }
+        let upto = upto.min(self.applied);
+        let Some(term) = self.term(upto) else { return };
+        let n = (upto.0 - self.start.0.0) as usize;
+        self.entries.drain(..n.min(self.entries.len()));
+        self.start = (upto, term);
+    }
+
+    /// Replaces everything with an installed snapshot.
+    pub(crate) fn reset_to_snapshot(&mut self, meta: SnapshotMeta) {
+        self.entries.clear();
+        self.start = (meta.last_index, meta.last_term);
+        self.committed = self.committed.max(meta.last_index);
+        self.applied = meta.last_index;
+        self.stable = meta.last_index;
+        self.unpersisted_from = meta.last_index.next();
+        self.snapshot = meta;
+    }
+
+    /// The latest configuration in the log at or below `upto`, else the snapshot's.
+    pub(crate) fn membership_at(&self, upto: LogIndex) -> Option<(LogIndex, Membership)> {
+        let hi = upto.min(self.last_index());
+        let mut i = hi;
+        while i > self.start.0 {
+            if let Some(Entry { payload: EntryPayload::Config(m), .. }) = self.entry(i) {
+                return Some((i, m.clone()));
+            }
+            i = i.prev();
+        }
+        None
+    }
+
+    /// First index of the term of the entry at `index`, scanning back within memory.
+    pub(crate) fn first_index_of_term(&self, index: LogIndex) -> LogIndex {
+        let Some(term) = self.term(index) else { return index };
+        let mut i = index;
+        while i > self.first_index() && self.term(i.prev()) == Some(term) {
+            i = i.prev();
+        }
+        i
+    }
+
+    /// The last index whose term is <= `term` (for the leader side of fast back-off).
+    pub(crate) fn last_index_of_term_at_most(&self, term: Term) -> Option<LogIndex> {
+        let mut i = self.last_index();
+        while i > self.start.0 {
+            let t = self.term(i)?;
+            if t <= term {
+                return Some(i);
+            }
+            i = i.prev();
+        }
+        if self.start.1 <= term { Some(self.start.0) } else { None }
+    }
+}

@@ -1,0 +1,138 @@
+//! The leader's view of each follower (etcd-raft's Progress, thesis §10.2.1).
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::LogIndex;
+
+/// How the leader currently replicates to one follower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProgressMode {
+    /// We do not know where the follower's log matches ours: send one AppendEntries at a
+    /// time and wait for its answer (or the next heartbeat) before sending another.
+    Probe,
+    /// The follower is known to match up to `match_index`: stream entries optimistically,
+    /// up to `max_inflight_msgs` messages in flight.
+    Replicate,
+    /// The follower needs entries we compacted: a snapshot is on its way.
+    Snapshot,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Progress {
+    /// Invariant: `match_index < next_index`.
+    pub(crate) match_index: LogIndex,
+    pub(crate) next_index: LogIndex,
+    pub(crate) mode: ProgressMode,
+    /// Probe: an AppendEntries is outstanding; wait for its answer or the next heartbeat.
+    pub(crate) probe_sent: bool,
+    /// Replicate: the last index of each AppendEntries in flight, oldest first.
+    /// Invariant: `inflight.len() <= max_inflight_msgs`.
+    pub(crate) inflight: VecDeque<LogIndex>,
+    /// Snapshot: the index of the snapshot being sent, and ticks since it was offered.
+    pub(crate) pending_snapshot: LogIndex,
+    pub(crate) snapshot_ticks: u32,
+    /// CheckQuorum: heard from this follower since the last quorum check.
+    pub(crate) recent_active: bool,
+    /// The highest heartbeat round this follower acknowledged in the current term.
+    pub(crate) acked_seq: u64,
+}
+
+impl Progress {
+    pub(crate) fn new(next_index: LogIndex) -> Progress {
+        Progress {
+            match_index: LogIndex::ZERO,
+            next_index,
+            mode: ProgressMode::Probe,
+            probe_sent: false,
+            inflight: VecDeque::new(),
+            pending_snapshot: LogIndex::ZERO,
+            snapshot_ticks: 0,
+            recent_active: false,
+            acked_seq: 0,
+        }
+    }
+
+    pub(crate) fn become_probe(&mut self) {
+        // After a snapshot, resume right after it; otherwise right after what matches.
+        let after = if self.mode == ProgressMode::Snapshot {
+            self.match_index.max(self.pending_snapshot)
+        } else {
+            self.match_index
+        };
+        self.mode = ProgressMode::Probe;
+        self.next_index = after.next();
+        self.probe_sent = false;
+        self.inflight.clear();
+        self.pending_snapshot = LogIndex::ZERO;
+        self.snapshot_ticks = 0;
+    }
+
+    pub(crate) fn become_replicate(&mut self) {
+        self.mode = ProgressMode::Replicate;
+        self.next_index = self.match_index.next();
+        self.probe_sent = false;
+        self.inflight.clear();
+    }
+
+    pub(crate) fn become_snapshot(&mut self, index: LogIndex) {
+        self.mode = ProgressMode::Snapshot;
+        self.pending_snapshot = index;
+        self.snapshot_ticks = 0;
+        self.probe_sent = false;
+        self.inflight.clear();
+    }
+
+    /// Records a successful acknowledgement up to `index`. Returns true if it advanced.
+    pub(crate) fn maybe_update(&mut self, index: LogIndex) -> bool {
+        let advanced = index > self.match_index;
+        if advanced {
+            self.match_index = index;
+            self.probe_sent = false;
+        }
+        if self.next_index <= index {
+            self.next_index = index.next();
+        }
+        while self.inflight.front().is_some_and(|i| *i <= index) {
+            self.inflight.pop_front();
+        }
+        advanced
+    }
+
+    /// True if we may send another AppendEntries carrying entries now.
+    pub(crate) fn can_send(&self, max_inflight: usize) -> bool {
+        match self.mode {
+            ProgressMode::Probe => !self.probe_sent,
+            ProgressMode::Replicate => self.inflight.len() < max_inflight,
+            ProgressMode::Snapshot => false,
+        }
+    }
+
+    /// Bookkeeping after sending entries up to `last`.
+    pub(crate) fn sent(&mut self, last: Option<LogIndex>) {
+        match self.mode {
+            ProgressMode::Probe => self.probe_sent = true,
+            ProgressMode::Replicate => {
+                if let Some(last) = last {
+                    self.next_index = last.next();
+                    self.inflight.push_back(last);
+                }
+            }
+            ProgressMode::Snapshot => {}
+        }
+    }
+}
+
+/// A snapshot of one follower's progress, for status pages.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgressStatus {
+    pub id: crate::types::NodeId,
+    pub match_index: LogIndex,
+    pub next_index: LogIndex,
+    pub mode: ProgressMode,
+    pub inflight: usize,
+    pub voter: bool,
+    pub recent_active: bool,
+}

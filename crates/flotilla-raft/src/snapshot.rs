@@ -1,0 +1,113 @@
+//! Snapshots and log compaction (Raft §7): building, sending, installing.
+
+use crate::command::{Command, Event, Role};
+use crate::core::RaftCore;
+use crate::error::RaftError;
+use crate::message::MessageBody;
+use crate::progress::ProgressMode;
+use crate::types::{LogIndex, NodeId, SnapshotMeta};
+
+impl RaftCore {
+    /// The metadata a snapshot of the state machine at `index` must carry. `index` must be
+    /// applied and its term still known.
+    pub fn snapshot_meta_for(&self, index: LogIndex) -> Result<SnapshotMeta, RaftError> {
+        if index > self.log.applied {
+            return Err(RaftError::Unavailable(index));
+        }
+        let last_term = self.log.term(index).ok_or(RaftError::Unavailable(index))?;
+        let membership = match self.log.membership_at(index) {
+            Some((_, m)) => m,
+            None if self.log.snapshot.last_index > LogIndex::ZERO
+                && self.log.snapshot.last_index <= index =>
+            {
+                self.log.snapshot.membership.clone()
+            }
+            None if self.log.start.0 == LogIndex::ZERO => self.bootstrap.clone(),
+            None => return Err(RaftError::Unavailable(index)),
+        };
+        Ok(SnapshotMeta { last_index: index, last_term, membership })
+    }
+
+    /// The runtime finished building (and durably stored) the snapshot `meta`. The core
+    /// will offer it to followers that need compacted entries, and drops the log prefix it
+    /// no longer needs, keeping `compaction_keep_entries` below the snapshot.
+    pub fn snapshot_built(&mut self, meta: SnapshotMeta) {
+        if meta.last_index <= self.log.snapshot.last_index || meta.last_index > self.log.applied {
+            return;
+        }
+        let upto = LogIndex(meta.last_index.0.saturating_sub(self.cfg.compaction_keep_entries));
+        self.log.snapshot = meta;
+        if upto > self.log.start.0 {
+            self.log.purge(upto);
+            self.emit(Command::PurgeLog { upto: self.log.start.0 });
+        }
+        self.debug_validate_pub();
+    }
+
+    /// The runtime could not deliver the snapshot to `to`; it will be offered again.
+    pub fn snapshot_send_failed(&mut self, to: NodeId) {
+        if let Some(pr) = self.progress.get_mut(&to)
+            && pr.mode == ProgressMode::Snapshot
+        {
+            pr.become_probe();
+        }
+    }
+
+    /// Follower: the leader's snapshot has fully arrived (the runtime verified it).
+    pub(crate) fn handle_install_snapshot(&mut self, from: NodeId, meta: SnapshotMeta) {
+        if self.role != Role::Follower || self.leader != Some(from) {
+            self.become_follower(self.term, Some(from));
+        }
+        self.election_elapsed = 0;
+        self.leader_contact_elapsed = 0;
+        if meta.last_index <= self.log.committed {
+            // We already hold all of it.
+            let last_index = self.log.committed;
+            self.send(from, MessageBody::InstallSnapshotResponse { last_index });
+            return;
+        }
+        if self.installing.is_some() {
+            return;
+        }
+        self.installing = Some((from, meta.clone()));
+        self.emit(Command::InstallSnapshot { meta });
+    }
+
+    /// Follower: the runtime installed the snapshot `meta` (state machine replaced, log
+    /// reset, both durable).
+    pub fn snapshot_installed(&mut self, meta: SnapshotMeta) {
+        let Some((from, pending)) = self.installing.take() else { return };
+        if pending != meta {
+            return;
+        }
+        if meta.last_index > self.log.committed {
+            self.log.reset_to_snapshot(meta.clone());
+            self.refresh_membership();
+            self.event(Event::SnapshotInstalled { index: meta.last_index, term: meta.last_term });
+        }
+        let last_index = self.log.committed;
+        if self.leader == Some(from) {
+            self.send(from, MessageBody::InstallSnapshotResponse { last_index });
+        }
+        self.debug_validate_pub();
+    }
+
+    /// Leader: a follower installed our snapshot.
+    pub(crate) fn handle_install_snapshot_response(&mut self, from: NodeId, last_index: LogIndex) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let Some(pr) = self.progress.get_mut(&from) else { return };
+        pr.recent_active = true;
+        pr.maybe_update(last_index.min(self.log.last_index()));
+        if pr.mode == ProgressMode::Snapshot {
+            pr.become_probe();
+        }
+        self.maybe_commit();
+    }
+
+    fn debug_validate_pub(&self) {
+        #[cfg(any(test, debug_assertions))]
+        self.validate();
+    }
+}
