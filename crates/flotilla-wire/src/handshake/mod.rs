@@ -32,12 +32,15 @@ pub mod proof;
 pub use io::{client_handshake, server_handshake};
 pub use machine::{ClientHandshake, Established, HandshakeStep, ServerHandshake};
 
+use bytes::{Bytes, BytesMut};
 use flotilla_raft::types::NodeId;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
+
+use crate::error::WireError;
 
 /// The handshake and message protocol this build speaks, sent in `Hello` and required to be
 /// equal on both sides. It changes when the meaning of a message or of the handshake changes;
@@ -85,6 +88,19 @@ impl HandshakeFrame {
             HandshakeFrame::Refused { .. } => "Refused",
         }
     }
+}
+
+/// Encodes one handshake frame (header included), with the handshake frame limit.
+pub fn encode_handshake_frame(frame: &HandshakeFrame) -> Result<Bytes, WireError> {
+    let mut buf = BytesMut::new();
+    crate::frame::encode_into(frame, HANDSHAKE_MAX_FRAME_BYTES, &mut buf)?;
+    Ok(buf.freeze())
+}
+
+/// Decodes exactly one complete handshake frame (header included), with the handshake frame
+/// limit. Like [`decode_frame`](crate::decode_frame), an entry point for fuzzing.
+pub fn decode_handshake_frame(bytes: &[u8]) -> Result<HandshakeFrame, WireError> {
+    crate::frame::decode_exact(bytes, HANDSHAKE_MAX_FRAME_BYTES)
 }
 
 /// A fresh random value per connection and side, so that no proof can be replayed.
