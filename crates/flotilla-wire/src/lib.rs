@@ -76,4 +76,4 @@ pub use frame::{
 };
 pub use handshake::{HandshakeConfig, HandshakeFrame};
 pub use message::{SnapshotAck, SnapshotChunk, SnapshotId, WireMessage};
-pub use snapshot::SnapshotReceiver;
+pub use snapshot::{ChunkVerdict, SnapshotReceiver};
