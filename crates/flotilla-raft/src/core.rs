@@ -258,6 +258,12 @@ impl RaftCore {
         !self.out.is_empty()
             || self.log.unpersisted_from <= self.log.last_index()
             || self.log.applied < self.log.committed.min(self.log.stable)
+            // A leader also owes the AppendEntries that `flush` generates: a probe after a
+            // rejection, the next pipelined batch after an acknowledgement, a read's
+            // heartbeat round. Without these a runtime that polls this method would leave
+            // a follower waiting for the next heartbeat.
+            || (self.role == Role::Leader
+                && (self.replication_pending() || self.pending_reads.iter().any(|r| r.seq == 0)))
     }
 
     // ----- observers -----

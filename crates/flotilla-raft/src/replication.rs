@@ -119,6 +119,15 @@ impl RaftCore {
         }
     }
 
+    /// True if `replicate_to_all` would send something now (mirrors `replicate_to`'s checks).
+    pub(crate) fn replication_pending(&self) -> bool {
+        let last = self.log.last_index();
+        self.progress.values().any(|pr| {
+            pr.can_send(self.cfg.max_inflight_msgs)
+                && (pr.next_index <= last || pr.mode == ProgressMode::Probe)
+        })
+    }
+
     fn replicate_to(&mut self, to: NodeId) {
         let max_inflight = self.cfg.max_inflight_msgs;
         loop {
