@@ -448,11 +448,9 @@ impl RaftCore {
     /// Turns this node into a follower of `term` (adopting it if higher).
     pub(crate) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
         let was_leader = self.role == Role::Leader;
-        if term > self.term {
-            self.term = term;
-            self.voted_for = None;
-            self.save_hard_state();
-        }
+        let old_term = self.term;
+        // Leave leadership before adopting the new term: `SteppedDown` (and a transfer's
+        // `TransferAborted`) name the term this node led, not the one that deposed it.
         if was_leader {
             let reason = match self.transfer {
                 Some(t) if t.timeout_now_sent && leader == Some(t.to) => {
@@ -462,7 +460,13 @@ impl RaftCore {
             };
             self.leave_leadership(reason);
         }
-        let changed = self.role != Role::Follower || self.leader != leader;
+        if term > self.term {
+            self.term = term;
+            self.voted_for = None;
+            self.save_hard_state();
+        }
+        // A new term is a change even under the same leader id: observers learn terms here.
+        let changed = self.role != Role::Follower || self.leader != leader || self.term != old_term;
         self.role = Role::Follower;
         self.leader = leader;
         self.votes.clear();
