@@ -51,4 +51,7 @@ scenarios! {
     figure7_divergent_logs => "figure7_divergent_logs.txt",
     figure8_commit_rule => "figure8_commit_rule.txt",
     figure8_uncommitted_overwrite => "figure8_uncommitted_overwrite.txt",
+    split_vote => "split_vote.txt",
+    prevote_partitioned_rejoin => "prevote_partitioned_rejoin.txt",
+    prevote_disabled_disruption => "prevote_disabled_disruption.txt",
 }

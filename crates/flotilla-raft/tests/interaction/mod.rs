@@ -657,7 +657,10 @@ impl Env {
             let term = core.term();
             match self.leaders.get(&term) {
                 Some(l) if *l != id => {
-                    self.violations.push(format!("two leaders in term {term}: {l} and {id}"))
+                    let v = format!("two leaders in term {term}: {l} and {id}");
+                    if !self.violations.contains(&v) {
+                        self.violations.push(v);
+                    }
                 }
                 _ => {
                     self.leaders.insert(term, id);
