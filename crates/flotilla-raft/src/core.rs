@@ -583,10 +583,15 @@ impl RaftCore {
                         self.become_follower(m.term, None);
                     }
                 }
-                B::RequestVoteResponse { pre_vote: true, .. }
-                    if self.role == Role::PreCandidate && m.term == self.term.next() =>
-                {
-                    // An echo of our prospective term, not a newer term.
+                B::RequestVoteResponse { pre_vote: true, .. } if m.term == self.term.next() => {
+                    // An echo of our prospective term, not a newer term: PreVote answers,
+                    // granted or refused, carry the term the candidate proposed (a voter
+                    // with a really newer term answers from `step_stale`, term + 2 or
+                    // more). This holds even when the answer arrives late, after we went
+                    // back to following: adopting it would raise our term without an
+                    // election and let us depose a healthy leader — what PreVote exists
+                    // to prevent (thesis §9.6). `handle_vote_response` ignores it unless
+                    // we are still a pre-candidate.
                 }
                 B::AppendEntries { .. } | B::InstallSnapshot { .. } | B::TimeoutNow => {
                     self.become_follower(m.term, Some(m.from));

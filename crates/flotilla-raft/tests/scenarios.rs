@@ -54,4 +54,6 @@ scenarios! {
     split_vote => "split_vote.txt",
     prevote_partitioned_rejoin => "prevote_partitioned_rejoin.txt",
     prevote_disabled_disruption => "prevote_disabled_disruption.txt",
+    prevote_late_response => "prevote_late_response.txt",
+    checkquorum_step_down => "checkquorum_step_down.txt",
 }
