@@ -447,15 +447,24 @@ impl RaftCore {
 
     /// Turns this node into a follower of `term` (adopting it if higher).
     pub(crate) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        self.become_follower_by(term, leader, leader);
+    }
+
+    /// `become_follower`, naming the node whose message caused it (`by`), so that a leader
+    /// deposed by its own transfer target reports a transfer, not a higher term.
+    pub(crate) fn become_follower_by(
+        &mut self,
+        term: Term,
+        leader: Option<NodeId>,
+        by: Option<NodeId>,
+    ) {
         let was_leader = self.role == Role::Leader;
         let old_term = self.term;
         // Leave leadership before adopting the new term: `SteppedDown` (and a transfer's
         // `TransferAborted`) name the term this node led, not the one that deposed it.
         if was_leader {
             let reason = match self.transfer {
-                Some(t) if t.timeout_now_sent && leader == Some(t.to) => {
-                    StepDownReason::Transferred
-                }
+                Some(t) if t.timeout_now_sent && by == Some(t.to) => StepDownReason::Transferred,
                 _ => StepDownReason::HigherTerm,
             };
             self.leave_leadership(reason);
@@ -580,7 +589,9 @@ impl RaftCore {
                         return;
                     }
                     if !*pre_vote {
-                        self.become_follower(m.term, None);
+                        // No leader yet; but if `from` is our transfer target, this vote
+                        // request (it arrives before its AppendEntries) ends the handover.
+                        self.become_follower_by(m.term, None, Some(m.from));
                     }
                 }
                 B::RequestVoteResponse { pre_vote: true, .. } if m.term == self.term.next() => {
