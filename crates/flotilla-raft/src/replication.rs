@@ -286,6 +286,14 @@ impl RaftCore {
                 }
                 self.maybe_commit();
                 self.maybe_send_timeout_now(from);
+            } else if pr.next_index.prev() > pr.match_index {
+                // An answer that acknowledges nothing new (a heartbeat's) while entries are
+                // in flight: some AppendEntries may have been lost, and in Replicate mode
+                // nothing would resend them before the next proposal (never, once lost
+                // messages fill the in-flight window). Ask whether the follower holds the
+                // last entry sent, as etcd-raft does on heartbeat answers; if it does not,
+                // its rejection sends us back to Probe from match_index.
+                self.probe_last_sent(from);
             }
         } else {
             let stale = match pr.mode {
@@ -302,6 +310,25 @@ impl RaftCore {
             }
         }
         self.check_reads();
+    }
+
+    /// An empty AppendEntries at the last index sent to `to` (outside the in-flight window).
+    fn probe_last_sent(&mut self, to: NodeId) {
+        let Some(pr) = self.progress.get(&to) else { return };
+        let prev = pr.next_index.prev();
+        let Some(prev_term) = self.log.term(prev) else {
+            // Compacted since it was sent: only a snapshot can bring the follower back.
+            self.start_snapshot_transfer(to);
+            return;
+        };
+        let body = MessageBody::AppendEntries {
+            prev_log_index: prev,
+            prev_log_term: prev_term,
+            entries: Vec::new(),
+            leader_commit: self.log.committed,
+            read_seq: self.hb_seq,
+        };
+        self.send_now(to, body);
     }
 
     /// Where to resume after a rejection at `rejected` (thesis §5.3 fast back-off).
