@@ -56,4 +56,5 @@ scenarios! {
     prevote_disabled_disruption => "prevote_disabled_disruption.txt",
     prevote_late_response => "prevote_late_response.txt",
     checkquorum_step_down => "checkquorum_step_down.txt",
+    leadership_transfer => "leadership_transfer.txt",
 }
