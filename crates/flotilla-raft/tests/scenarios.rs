@@ -57,4 +57,7 @@ scenarios! {
     prevote_late_response => "prevote_late_response.txt",
     checkquorum_step_down => "checkquorum_step_down.txt",
     leadership_transfer => "leadership_transfer.txt",
+    membership_add_remove_voters => "membership_add_remove_voters.txt",
+    remove_leader => "remove_leader.txt",
+    learner_catchup_promotion => "learner_catchup_promotion.txt",
 }
