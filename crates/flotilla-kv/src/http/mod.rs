@@ -1,0 +1,307 @@
+//! The KV routes of INTERFACE.md for actix-web 4, generic over the node's [`ClientApi`].
+//!
+//! Mount them next to the node's own routes:
+//!
+//! ```no_run
+//! # fn demo<C: flotilla_node::ClientApi + Send>(api: C, reader: flotilla_kv::KvReader) {
+//! use actix_web::{App, web};
+//! use flotilla_kv::http::{self, KvHttpState};
+//! let state = KvHttpState::new(api, reader);
+//! let app = App::new()
+//!     .configure(|cfg| http::configure(cfg, state.clone()))
+//!     .default_service(web::to(http::no_route));
+//! # }
+//! ```
+//!
+//! Every answer is decided here except the write's fate, which comes from `propose`; the
+//! mapping of [`flotilla_node::ClientError`] is in [`client_error_response`].
+
+// Parsers return the finished error response as their `Err`: it is built once per refused
+// request and returned straight to actix, so boxing it would only add an allocation.
+#![allow(clippy::result_large_err)]
+
+mod errors;
+mod request;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, web};
+use bytes::Bytes;
+use flotilla_node::ClientApi;
+use flotilla_raft::LogIndex;
+use serde::{Deserialize, Deserializer, Serialize};
+
+pub use errors::{
+    UNKNOWN_LEADER_RETRY_MS, client_error_response, internal, json_error, json_error_with,
+    leader_location, method_not_allowed, no_route, retry_after_secs,
+};
+pub use request::{CLIENT_HEADER, KeyError, SEQ_HEADER, decode_key, encode_key};
+
+use crate::{KvCommand, KvOp, KvReader, KvResponse, MAX_VALUE_BYTES};
+
+/// The response header carrying the answering node's applied index on every KV GET.
+pub const INDEX_HEADER: &str = "x-flotilla-index";
+
+/// The largest CAS request body read. JSON escapes can make a 1 MiB string up to six times
+/// longer (`\u0000`), and a CAS carries two; bigger bodies answer 413 before being parsed.
+pub const MAX_CAS_BODY_BYTES: usize = 12 * MAX_VALUE_BYTES + 4096;
+
+/// What the KV routes need: the node's client API and a reader of the local state.
+pub struct KvHttpState<C> {
+    pub api: C,
+    pub reader: KvReader,
+}
+
+impl<C: Clone> Clone for KvHttpState<C> {
+    fn clone(&self) -> Self {
+        KvHttpState { api: self.api.clone(), reader: self.reader.clone() }
+    }
+}
+
+impl<C> KvHttpState<C> {
+    pub fn new(api: C, reader: KvReader) -> Self {
+        KvHttpState { api, reader }
+    }
+}
+
+/// Registers `/v1/kv/{key}` (GET, PUT, DELETE) and `/v1/kv/{key}/cas` (POST), with 405 for
+/// other methods and 400 for an empty key or a key of several segments.
+pub fn configure<C: ClientApi>(cfg: &mut web::ServiceConfig, state: KvHttpState<C>) {
+    cfg.app_data(web::Data::new(state))
+        .service(
+            web::resource("/v1/kv/{key}/cas")
+                .route(web::post().to(cas::<C>))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/v1/kv/{key}")
+                .route(web::get().to(get::<C>))
+                .route(web::put().to(put::<C>))
+                .route(web::delete().to(delete::<C>))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(web::resource(["/v1/kv", "/v1/kv/"]).to(empty_key))
+        .service(web::resource("/v1/kv/{key}/{rest:.*}").to(several_segments));
+}
+
+async fn empty_key() -> HttpResponse {
+    KeyError::Empty.response()
+}
+
+async fn several_segments() -> HttpResponse {
+    KeyError::Malformed("a key is one path segment; encode / as %2F").response()
+}
+
+#[derive(Serialize)]
+struct PutAnswer {
+    index: u64,
+    term: u64,
+}
+
+#[derive(Serialize)]
+struct DeleteAnswer {
+    index: u64,
+    term: u64,
+    deleted: bool,
+}
+
+#[derive(Serialize)]
+struct CasAnswer {
+    succeeded: bool,
+    /// Lossy UTF-8 when the stored value is not UTF-8 (it was written by a binary PUT).
+    current: Option<String>,
+    index: u64,
+}
+
+#[derive(Deserialize)]
+struct CasRequest {
+    /// `None`: the field is missing (refused); `Some(None)`: `null`, the key must be absent.
+    #[serde(default, deserialize_with = "present")]
+    expected: Option<Option<String>>,
+    value: String,
+}
+
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+async fn get<C: ClientApi>(req: HttpRequest, state: web::Data<KvHttpState<C>>) -> HttpResponse {
+    let key = match request::key_of(&req, "") {
+        Ok(key) => key,
+        Err(e) => return e.response(),
+    };
+    let consistency = match request::consistency_of(&req) {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
+    if let Err(e) = state.api.read_barrier(consistency).await {
+        return client_error_response(&e, &req);
+    }
+    let (value, index) = match state.reader.read(key.as_bytes()) {
+        Ok(read) => read,
+        Err(e) => return internal(e),
+    };
+    let mut resp = match value {
+        Some(v) => HttpResponse::Ok().content_type("application/octet-stream").body(v),
+        None => json_error(StatusCode::NOT_FOUND, "not_found", format!("no key {key:?}")),
+    };
+    set_index(&mut resp, index);
+    resp
+}
+
+fn set_index(resp: &mut HttpResponse, index: LogIndex) {
+    resp.headers_mut()
+        .insert(header::HeaderName::from_static(INDEX_HEADER), HeaderValue::from(index.0));
+}
+
+async fn put<C: ClientApi>(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<KvHttpState<C>>,
+) -> HttpResponse {
+    let (key, session) = match key_and_session(&req, "") {
+        Ok(ks) => ks,
+        Err(resp) => return resp,
+    };
+    let value = match request::body_of(&req, payload, MAX_VALUE_BYTES).await {
+        Ok(v) => v,
+        Err(resp) => return resp,
+    };
+    let command = KvCommand { session, ts_ms: now_ms(), op: KvOp::Put { key, value } };
+    match propose(&state, &req, command).await {
+        Ok(KvResponse::Put { index, term }) => {
+            HttpResponse::Ok().json(PutAnswer { index: index.0, term: term.0 })
+        }
+        Ok(other) => mismatched(other),
+        Err(resp) => resp,
+    }
+}
+
+async fn delete<C: ClientApi>(req: HttpRequest, state: web::Data<KvHttpState<C>>) -> HttpResponse {
+    let (key, session) = match key_and_session(&req, "") {
+        Ok(ks) => ks,
+        Err(resp) => return resp,
+    };
+    let command = KvCommand { session, ts_ms: now_ms(), op: KvOp::Delete { key } };
+    match propose(&state, &req, command).await {
+        Ok(KvResponse::Delete { index, term, deleted }) => {
+            HttpResponse::Ok().json(DeleteAnswer { index: index.0, term: term.0, deleted })
+        }
+        Ok(other) => mismatched(other),
+        Err(resp) => resp,
+    }
+}
+
+async fn cas<C: ClientApi>(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<KvHttpState<C>>,
+) -> HttpResponse {
+    let (key, session) = match key_and_session(&req, "/cas") {
+        Ok(ks) => ks,
+        Err(resp) => return resp,
+    };
+    let body = match request::body_of(&req, payload, MAX_CAS_BODY_BYTES).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let parsed: CasRequest = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("expected {{\"expected\": string|null, \"value\": string}}: {e}"),
+            );
+        }
+    };
+    let Some(expected) = parsed.expected else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "\"expected\" is required (null: must be absent)",
+        );
+    };
+    if parsed.value.len() > MAX_VALUE_BYTES
+        || expected.as_ref().is_some_and(|e| e.len() > MAX_VALUE_BYTES)
+    {
+        return json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("values are at most {MAX_VALUE_BYTES} bytes"),
+        );
+    }
+    let op =
+        KvOp::Cas { key, expected: expected.map(Bytes::from), value: Bytes::from(parsed.value) };
+    let command = KvCommand { session, ts_ms: now_ms(), op };
+    match propose(&state, &req, command).await {
+        Ok(KvResponse::Cas { index, succeeded, current, .. }) => {
+            HttpResponse::Ok().json(CasAnswer {
+                succeeded,
+                current: current.map(|c| String::from_utf8_lossy(&c).into_owned()),
+                index: index.0,
+            })
+        }
+        Ok(other) => mismatched(other),
+        Err(resp) => resp,
+    }
+}
+
+fn key_and_session(
+    req: &HttpRequest,
+    suffix: &str,
+) -> Result<(String, Option<crate::ClientSeq>), HttpResponse> {
+    let key = request::key_of(req, suffix).map_err(|e| e.response())?;
+    let session = request::session_of(req)?;
+    Ok((key, session))
+}
+
+/// Proposes `command` and decodes the state machine's answer; the answers that are errors
+/// (stale sequence, rejected) come back as responses.
+async fn propose<C: ClientApi>(
+    state: &KvHttpState<C>,
+    req: &HttpRequest,
+    command: KvCommand,
+) -> Result<KvResponse, HttpResponse> {
+    let applied =
+        state.api.propose(command.encode()).await.map_err(|e| client_error_response(&e, req))?;
+    match KvResponse::decode(&applied.response) {
+        Ok(KvResponse::StaleSequence { last_seq }) => Err(json_error(
+            StatusCode::CONFLICT,
+            "stale_sequence",
+            format!("this client already applied seq {last_seq}"),
+        )),
+        Ok(KvResponse::Rejected { reason }) => {
+            Err(json_error(StatusCode::BAD_REQUEST, "bad_request", reason))
+        }
+        Ok(answer) => Ok(answer),
+        Err(e) => Err(internal(format!("the state machine's answer: {e}"))),
+    }
+}
+
+/// A session replay whose original was another operation (the client reused a seq).
+fn mismatched(answer: KvResponse) -> HttpResponse {
+    json_error(
+        StatusCode::CONFLICT,
+        "stale_sequence",
+        format!("this seq was already used for a different operation ({})", kind(&answer)),
+    )
+}
+
+fn kind(answer: &KvResponse) -> &'static str {
+    match answer {
+        KvResponse::Put { .. } => "put",
+        KvResponse::Delete { .. } => "delete",
+        KvResponse::Cas { .. } => "cas",
+        KvResponse::StaleSequence { .. } => "stale",
+        KvResponse::Rejected { .. } => "rejected",
+    }
+}
+
+/// The leader's wall clock, stamped on each command. Only ever compared through the state
+/// machine's monotonic clock, so a step back after a leader change is harmless.
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
