@@ -60,4 +60,5 @@ scenarios! {
     membership_add_remove_voters => "membership_add_remove_voters.txt",
     remove_leader => "remove_leader.txt",
     learner_catchup_promotion => "learner_catchup_promotion.txt",
+    snapshot_install => "snapshot_install.txt",
 }
