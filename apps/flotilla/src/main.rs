@@ -1,3 +1,64 @@
+//! `flotilla`: one binary for everything — the TUI, a node, the local launcher, the client,
+//! and simulator runs. Exit codes: 0 clean stop, 2 bad arguments, 1 any other failure.
+
+mod client_cmd;
+mod cluster_cmd;
+mod join;
+mod launcher;
+mod node_cmd;
+mod sim_cmd;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "flotilla", version, about = "Raft you can prove, measure and watch")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run one node process (restarting with the same data dir recovers its state).
+    Node(node_cmd::NodeArgs),
+    /// Local clusters without the TUI.
+    #[command(subcommand)]
+    Cluster(cluster_cmd::ClusterCmd),
+    /// Key-value client: follows redirects to the leader, retries through elections.
+    #[command(subcommand)]
+    Kv(client_cmd::KvCmd),
+    /// One table of every node's role, term, leader and indexes.
+    Status(client_cmd::StatusArgs),
+    /// Run the deterministic simulator over many seeds.
+    Sim(sim_cmd::SimArgs),
+}
+
 fn main() {
-    println!("flotilla: under construction");
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.cmd {
+        Some(Cmd::Node(args)) => match node_cmd::build_config(&args) {
+            Ok(cfg) => node_cmd::run(cfg),
+            Err(e) => {
+                eprintln!("flotilla node: {e}");
+                std::process::exit(2);
+            }
+        },
+        Some(Cmd::Cluster(c)) => cluster_cmd::run(c),
+        Some(Cmd::Kv(c)) => client_cmd::run_kv(c),
+        Some(Cmd::Status(a)) => client_cmd::run_status(a),
+        Some(Cmd::Sim(a)) => sim_cmd::run(a),
+        None => sim_cmd::run_default(),
+    };
+    if let Err(e) = result {
+        eprintln!("flotilla: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FLOTILLA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }

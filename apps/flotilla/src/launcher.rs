@@ -1,0 +1,198 @@
+// Parts of the launcher (pause, resume, restart, add_spec) are driven by the TUI.
+#![allow(dead_code)]
+//! Starts and supervises local node processes (for `flotilla cluster start`, the TUI, the
+//! benchmarks and the tests). Children run in their own process group and die with us
+//! (`PR_SET_PDEATHSIG`), so a launcher that crashes leaves no orphans.
+
+use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+
+use anyhow::{Context, Result};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// One node of a local cluster.
+#[derive(Clone, Debug)]
+pub struct NodeSpec {
+    pub id: u64,
+    pub listen: String,
+    pub api: String,
+    pub data_dir: PathBuf,
+}
+
+/// Local ports: raft `base + id`, API `base + 1000 + id` (the defaults 7100+id / 8100+id
+/// when `base` is 7100).
+pub fn local_specs(nodes: u64, dir: &Path, base_port: u16) -> Vec<NodeSpec> {
+    (1..=nodes)
+        .map(|id| NodeSpec {
+            id,
+            listen: format!("127.0.0.1:{}", u64::from(base_port) + id),
+            api: format!("127.0.0.1:{}", u64::from(base_port) + 1000 + id),
+            data_dir: dir.join(format!("node-{id}")),
+        })
+        .collect()
+}
+
+pub fn initial_cluster(specs: &[NodeSpec]) -> String {
+    specs.iter().map(|s| format!("{}={}@{}", s.id, s.listen, s.api)).collect::<Vec<_>>().join(",")
+}
+
+pub struct Launcher {
+    exe: PathBuf,
+    pub specs: BTreeMap<u64, NodeSpec>,
+    cluster: String,
+    extra_args: Vec<String>,
+    children: BTreeMap<u64, Child>,
+    /// Where each node's stderr goes.
+    log_dir: Option<PathBuf>,
+}
+
+impl Launcher {
+    pub fn new(exe: PathBuf, specs: Vec<NodeSpec>, extra_args: Vec<String>) -> Launcher {
+        let cluster = initial_cluster(&specs);
+        Launcher {
+            exe,
+            specs: specs.into_iter().map(|s| (s.id, s)).collect(),
+            cluster,
+            extra_args,
+            children: BTreeMap::new(),
+            log_dir: None,
+        }
+    }
+
+    /// Send each node's stderr to `DIR/node-ID.log` instead of inheriting ours.
+    pub fn log_to(&mut self, dir: PathBuf) {
+        self.log_dir = Some(dir);
+    }
+
+    /// Adds a node that will join the running cluster (not in the initial cluster).
+    pub fn add_spec(&mut self, spec: NodeSpec) {
+        self.specs.insert(spec.id, spec);
+    }
+
+    pub fn start_all(&mut self) -> Result<()> {
+        let ids: Vec<u64> = self.specs.keys().copied().collect();
+        for id in ids {
+            self.start(id, None)?;
+        }
+        Ok(())
+    }
+
+    /// Starts node `id` (no-op if running). `join` = API URL to join through.
+    pub fn start(&mut self, id: u64, join: Option<&str>) -> Result<u32> {
+        if let Some(pid) = self.pid(id) {
+            return Ok(pid);
+        }
+        let spec = self.specs.get(&id).context("unknown node id")?.clone();
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg("node")
+            .arg("--id")
+            .arg(id.to_string())
+            .arg("--data-dir")
+            .arg(&spec.data_dir)
+            .arg("--listen")
+            .arg(&spec.listen)
+            .arg("--api")
+            .arg(&spec.api);
+        match join {
+            Some(url) => cmd.arg("--join").arg(url),
+            None => cmd.arg("--initial-cluster").arg(&self.cluster),
+        };
+        cmd.args(&self.extra_args).stdin(Stdio::null()).stdout(Stdio::null());
+        match &self.log_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)?;
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join(format!("node-{id}.log")))?;
+                cmd.stderr(f);
+            }
+            None => {
+                cmd.stderr(Stdio::inherit());
+            }
+        }
+        cmd.process_group(0);
+        // SAFETY: prctl is async-signal-safe; it only sets a flag on the child.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().with_context(|| format!("starting node {id}"))?;
+        let pid = child.id();
+        self.children.insert(id, child);
+        Ok(pid)
+    }
+
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.children.get(&id).map(|c| c.id())
+    }
+
+    pub fn is_running(&self, id: u64) -> bool {
+        self.children.contains_key(&id)
+    }
+
+    fn signal(&self, id: u64, sig: Signal) -> Result<()> {
+        let pid = self.pid(id).context("node is not running")?;
+        kill(Pid::from_raw(pid as i32), sig).with_context(|| format!("signalling node {id}"))
+    }
+
+    /// SIGKILL: a crash. The node is reaped and stays down until started again.
+    pub fn kill9(&mut self, id: u64) -> Result<()> {
+        self.signal(id, Signal::SIGCONT).ok();
+        self.signal(id, Signal::SIGKILL)?;
+        if let Some(mut c) = self.children.remove(&id) {
+            let _ = c.wait();
+        }
+        Ok(())
+    }
+
+    /// SIGSTOP: a long GC pause.
+    pub fn pause(&self, id: u64) -> Result<()> {
+        self.signal(id, Signal::SIGSTOP)
+    }
+
+    pub fn resume(&self, id: u64) -> Result<()> {
+        self.signal(id, Signal::SIGCONT)
+    }
+
+    pub fn restart(&mut self, id: u64) -> Result<u32> {
+        if self.is_running(id) {
+            self.kill9(id)?;
+        }
+        self.start(id, None)
+    }
+
+    /// Reaps children that exited on their own; returns them.
+    pub fn reap(&mut self) -> Vec<(u64, ExitStatus)> {
+        let mut gone = Vec::new();
+        for (id, c) in self.children.iter_mut() {
+            if let Ok(Some(status)) = c.try_wait() {
+                gone.push((*id, status));
+            }
+        }
+        for (id, _) in &gone {
+            self.children.remove(id);
+        }
+        gone
+    }
+
+    /// Stops every node: SIGTERM is not handled by nodes specially, so SIGKILL after
+    /// resuming paused ones; all children are reaped.
+    pub fn stop_all(&mut self) {
+        let ids: Vec<u64> = self.children.keys().copied().collect();
+        for id in ids {
+            let _ = self.kill9(id);
+        }
+    }
+}
+
+impl Drop for Launcher {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}

@@ -1,0 +1,166 @@
+//! `flotilla node`: one node process.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use actix_web::{App, HttpServer, web};
+use anyhow::{Context, Result, anyhow};
+use clap::Args;
+use flotilla_kv::KvStateMachine;
+use flotilla_log::{FjallLogStore, Identity, LogStore};
+use flotilla_node::http::NodeRoutes;
+use flotilla_node::{NodeConfig, start_node};
+use flotilla_raft::NodeId;
+
+#[derive(Args, Debug, Clone)]
+pub struct NodeArgs {
+    /// This node's id (a positive integer, never reused).
+    #[arg(long)]
+    pub id: u64,
+    /// Where the node keeps its log, state machine and snapshots.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Raft transport address (HOST:PORT). Default: 127.0.0.1:(7100+id).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// HTTP API address (HOST:PORT). Default: 127.0.0.1:(8100+id).
+    #[arg(long)]
+    pub api: Option<String>,
+    /// ID=RAFT_HOST:PORT@API_HOST:PORT,... (not needed with --join).
+    #[arg(long, default_value = "")]
+    pub initial_cluster: String,
+    /// Ask the cluster at this API URL to add this node (learner, then voter).
+    #[arg(long)]
+    pub join: Option<String>,
+    /// Randomized election timeout range in milliseconds, e.g. 150-300.
+    #[arg(long, default_value = "150-300")]
+    pub election_timeout_ms: String,
+    #[arg(long, default_value_t = 50)]
+    pub heartbeat_ms: u64,
+    /// Allow POST/DELETE /v1/admin/faults.
+    #[arg(long)]
+    pub enable_fault_injection: bool,
+    /// Shared secret that peers must prove they know (never sent on the wire).
+    #[arg(long, env = "FLOTILLA_CLUSTER_SECRET")]
+    pub cluster_secret: Option<String>,
+    /// Name of the cluster; data dirs and peers of another cluster are refused.
+    #[arg(long, default_value = "flotilla")]
+    pub cluster_id: String,
+    /// Snapshot (and compact the log) every this many applied entries; 0 disables.
+    #[arg(long, default_value_t = 10_000)]
+    pub snapshot_entries: u64,
+    /// Length of the core's tick in milliseconds.
+    #[arg(long, default_value_t = 10)]
+    pub tick_ms: u64,
+    /// How long a client request may wait before 504 timeout, in milliseconds.
+    #[arg(long, default_value_t = 5_000)]
+    pub request_timeout_ms: u64,
+}
+
+fn parse_range(s: &str) -> Result<(u64, u64)> {
+    let (a, b) = s.split_once('-').ok_or_else(|| anyhow!("expected MIN-MAX, got {s:?}"))?;
+    let (a, b): (u64, u64) = (a.trim().parse()?, b.trim().parse()?);
+    if a == 0 || b < a {
+        return Err(anyhow!("election timeout range {s:?} must be positive and MIN <= MAX"));
+    }
+    Ok((a, b))
+}
+
+/// Checks arguments; errors here exit with code 2.
+pub fn build_config(a: &NodeArgs) -> Result<NodeConfig> {
+    if a.id == 0 {
+        return Err(anyhow!("--id must be a positive integer"));
+    }
+    let initial_cluster = NodeConfig::parse_initial_cluster(&a.initial_cluster)
+        .map_err(|e| anyhow!("--initial-cluster: {e}"))?;
+    if initial_cluster.is_empty() && a.join.is_none() {
+        return Err(anyhow!(
+            "give --initial-cluster (a new or existing cluster) or --join API_URL"
+        ));
+    }
+    let me = initial_cluster.iter().find(|(id, _)| id.0 == a.id);
+    if !initial_cluster.is_empty() && me.is_none() && a.join.is_none() {
+        return Err(anyhow!("--initial-cluster does not name this node's id {}", a.id));
+    }
+    let listen = a
+        .listen
+        .clone()
+        .or_else(|| me.map(|(_, addr)| addr.raft_addr.clone()))
+        .unwrap_or_else(|| format!("127.0.0.1:{}", 7100 + a.id));
+    let api = a
+        .api
+        .clone()
+        .or_else(|| me.map(|(_, addr)| addr.api_addr.clone()))
+        .unwrap_or_else(|| format!("127.0.0.1:{}", 8100 + a.id));
+    let election_timeout_ms = parse_range(&a.election_timeout_ms)?;
+    if a.heartbeat_ms == 0 || a.heartbeat_ms >= election_timeout_ms.0 {
+        return Err(anyhow!("--heartbeat-ms must be positive and below the election timeout"));
+    }
+    Ok(NodeConfig {
+        id: NodeId(a.id),
+        data_dir: a.data_dir.clone(),
+        listen,
+        api,
+        initial_cluster: if a.join.is_some() { Vec::new() } else { initial_cluster },
+        join: a.join.clone(),
+        cluster_id: a.cluster_id.clone(),
+        cluster_secret: a.cluster_secret.clone().map(String::into_bytes),
+        election_timeout_ms,
+        heartbeat_ms: a.heartbeat_ms,
+        tick_ms: a.tick_ms.max(1),
+        enable_fault_injection: a.enable_fault_injection,
+        snapshot_entries: a.snapshot_entries,
+        request_timeout: Duration::from_millis(a.request_timeout_ms.max(100)),
+    })
+}
+
+/// Runs the node until it is removed from the cluster (exit 0) or fails (exit 1).
+pub fn run(cfg: NodeConfig) -> Result<()> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating {:?}", cfg.data_dir))?;
+    let identity = Identity { cluster_id: cfg.cluster_id.clone(), node_id: cfg.id };
+    let store = FjallLogStore::open(cfg.data_dir.join("db"), identity)
+        .map_err(|e| anyhow!("opening the data dir: {e}"))?;
+    let sm = KvStateMachine::open(store.database().clone())
+        .map_err(|e| anyhow!("opening the state machine: {e}"))?;
+    let reader = sm.reader();
+    let store: Box<dyn LogStore> = Box::new(store);
+    let system = actix::System::new();
+    system.block_on(async move {
+        let handle =
+            start_node(cfg.clone(), store, Box::new(sm)).await.map_err(|e| anyhow!("{e}"))?;
+        let routes =
+            NodeRoutes { handle: handle.clone(), fault_injection: cfg.enable_fault_injection };
+        let kv_state = flotilla_kv::http::KvHttpState::new(handle.clone(), reader.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .configure(|c| flotilla_node::http::configure(c, routes.clone()))
+                .configure(|c| flotilla_kv::http::configure(c, kv_state.clone()))
+                .default_service(web::to(flotilla_kv::http::no_route))
+        })
+        .workers(1)
+        .disable_signals()
+        .bind(&cfg.api)
+        .with_context(|| format!("cannot listen on {}", cfg.api))?
+        .run();
+        let server_handle = server.handle();
+        actix_rt::spawn(server);
+        eprintln!(
+            "flotilla node {} listening: raft {} api {} data {:?}",
+            cfg.id, cfg.listen, cfg.api, cfg.data_dir
+        );
+        if let Some(url) = cfg.join.clone() {
+            crate::join::spawn_join(url, cfg.id, cfg.listen.clone(), cfg.api.clone());
+        }
+        // Leave when this node is removed from the cluster (INTERFACE.md).
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let st = handle.status().await;
+            if st["removed"].as_bool() == Some(true) {
+                eprintln!("flotilla node {}: removed from the cluster; exiting", cfg.id);
+                server_handle.stop(true).await;
+                return Ok::<(), anyhow::Error>(());
+            }
+        }
+    })
+}

@@ -1,0 +1,116 @@
+//! Counters for `/metrics` (Prometheus text format).
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Default)]
+pub struct Metrics {
+    pub proposals: AtomicU64,
+    pub proposals_refused: AtomicU64,
+    pub applied_entries: AtomicU64,
+    pub reads: AtomicU64,
+    pub fsyncs: AtomicU64,
+    pub fsync_micros: AtomicU64,
+    pub persisted_entries: AtomicU64,
+    pub messages_sent: AtomicU64,
+    pub messages_received: AtomicU64,
+    pub messages_dropped_fault: AtomicU64,
+    pub messages_dropped_unconnected: AtomicU64,
+    pub elections_started: AtomicU64,
+    pub leader_changes: AtomicU64,
+    pub handshake_failures: AtomicU64,
+    pub bad_frames: AtomicU64,
+    pub snapshots_built: AtomicU64,
+    pub snapshots_installed: AtomicU64,
+    pub events_lagged: AtomicU64,
+}
+
+impl Metrics {
+    /// Renders the counters plus the gauges given by the caller.
+    pub fn render(&self, gauges: &[(&str, &str, f64)]) -> String {
+        let counters: [(&str, &str, &AtomicU64); 18] = [
+            (
+                "flotilla_proposals_total",
+                "commands proposed on this node as leader",
+                &self.proposals,
+            ),
+            (
+                "flotilla_proposals_refused_total",
+                "proposals refused (not leader, busy)",
+                &self.proposals_refused,
+            ),
+            (
+                "flotilla_applied_entries_total",
+                "entries applied to the state machine",
+                &self.applied_entries,
+            ),
+            ("flotilla_reads_total", "linearizable or lease reads confirmed", &self.reads),
+            ("flotilla_fsyncs_total", "durable log writes (group commits)", &self.fsyncs),
+            ("flotilla_fsync_micros_total", "time spent in durable log writes", &self.fsync_micros),
+            (
+                "flotilla_persisted_entries_total",
+                "log entries made durable",
+                &self.persisted_entries,
+            ),
+            ("flotilla_messages_sent_total", "raft messages sent to peers", &self.messages_sent),
+            (
+                "flotilla_messages_received_total",
+                "raft messages received from peers",
+                &self.messages_received,
+            ),
+            (
+                "flotilla_messages_dropped_fault_total",
+                "messages dropped by injected faults",
+                &self.messages_dropped_fault,
+            ),
+            (
+                "flotilla_messages_dropped_unconnected_total",
+                "messages dropped: peer not connected or queue full",
+                &self.messages_dropped_unconnected,
+            ),
+            (
+                "flotilla_elections_started_total",
+                "elections (and pre-votes) started here",
+                &self.elections_started,
+            ),
+            (
+                "flotilla_leader_changes_total",
+                "times this node saw a new leader",
+                &self.leader_changes,
+            ),
+            (
+                "flotilla_handshake_failures_total",
+                "peer connections refused at the handshake",
+                &self.handshake_failures,
+            ),
+            (
+                "flotilla_bad_frames_total",
+                "peer connections closed for a malformed frame",
+                &self.bad_frames,
+            ),
+            ("flotilla_snapshots_built_total", "snapshots built here", &self.snapshots_built),
+            (
+                "flotilla_snapshots_installed_total",
+                "snapshots installed from a leader",
+                &self.snapshots_installed,
+            ),
+            (
+                "flotilla_events_lagged_total",
+                "events skipped by slow /v1/events readers",
+                &self.events_lagged,
+            ),
+        ];
+        let mut out = String::new();
+        for (name, help, v) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
+        for (name, help, v) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        }
+        out
+    }
+}
