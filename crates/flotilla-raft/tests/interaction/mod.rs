@@ -377,7 +377,8 @@ impl Env {
         }
         let _ = writeln!(out, "> {id} handling Ready{}", if hold { " (disk held)" } else { "" });
         if !held.is_empty() {
-            let _ = writeln!(out, "  the disk catches up on {} held commands:", held.len());
+            let what = if hold { "still waiting for the disk" } else { "the disk catches up on" };
+            let _ = writeln!(out, "  {what}: {} held commands", held.len());
         }
         let n_held = held.len();
         for (i, cmd) in held.into_iter().chain(fresh).enumerate() {
