@@ -254,7 +254,17 @@ impl RaftCore {
         hint: Option<ConflictHint>,
         read_seq: u64,
     ) {
-        self.send(to, MessageBody::AppendEntriesResponse { success, match_index, hint, read_seq });
+        let body = MessageBody::AppendEntriesResponse { success, match_index, hint, read_seq };
+        // An answer that promises only what is already durable here (a rejection, or a
+        // match within the stable prefix: a heartbeat's answer) need not wait behind the
+        // fsync of newer entries. This keeps heartbeats answered while a slow disk write
+        // is in progress, so CheckQuorum does not depose a healthy leader.
+        let promises_only_durable = !success || match_index <= self.log.stable;
+        if promises_only_durable {
+            self.send_now(to, body);
+        } else {
+            self.send(to, body);
+        }
     }
 
     /// Leader side: a follower answered. On failure `index` is the rejected prev_log_index.
