@@ -6,17 +6,24 @@
 //! byte 0      FRAME_VERSION (1)
 //! bytes 1..5  CRC32C, little-endian, of: key (8 bytes) ++ bytes 5..
 //! bytes 5..13 term, u64 big-endian
-//! bytes 13..  the payload, rmp-serde with field names (`to_vec_named`)
+//! byte 13     payload kind: 0 = Noop, 1 = Command, 2 = Config
+//! bytes 14..  Noop: nothing; Command: the command's bytes as they are;
+//!             Config: the `Membership`, rmp-serde with field names (`to_vec_named`)
 //! ```
 //!
 //! The checksum covers the key, so a value that lands under the wrong index is caught too.
-//! The term sits at a fixed offset so that opening a store can rebuild its term cache from
-//! a checksum-verified scan without decoding payloads. Metadata values use the same frame
-//! without the term: version, CRC32C of (key name ++ body), body.
+//! The term sits at a fixed offset so that the term of an entry can be read (and its
+//! checksum checked) without decoding the payload. Commands, nearly every entry, are stored
+//! raw: decoding one is a checksum and a copy. Any change to this layout bumps
+//! `FRAME_VERSION`; a reader refuses versions it does not know.
+//!
+//! Metadata values use the same frame without term and kind: version, CRC32C of
+//! (key name ++ body), body (rmp-serde with field names, or raw bytes for user blobs).
 //!
 //! Decoding never panics: every length is checked, and every failure is an error that
 //! names the index (or the metadata key).
 
+use bytes::Bytes;
 use flotilla_raft::{Entry, EntryPayload, LogIndex, Term};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -28,7 +35,12 @@ pub const FRAME_VERSION: u8 = 1;
 
 const CRC_AT: usize = 1;
 const TERM_AT: usize = 5;
-const ENTRY_BODY_AT: usize = 13;
+const KIND_AT: usize = 13;
+const ENTRY_BODY_AT: usize = 14;
+
+const KIND_NOOP: u8 = 0;
+const KIND_COMMAND: u8 = 1;
+const KIND_CONFIG: u8 = 2;
 const META_BODY_AT: usize = 5;
 
 /// The key of the entry at `index`: big-endian, so the keyspace's byte order is index order.
@@ -48,10 +60,20 @@ pub fn encode_entry(entry: &Entry, buf: &mut Vec<u8>) -> Result<(), LogError> {
     buf.push(FRAME_VERSION);
     buf.extend_from_slice(&[0; 4]);
     buf.extend_from_slice(&entry.term.0.to_be_bytes());
-    rmp_serde::encode::write_named(buf, &entry.payload).map_err(|e| LogError::Corrupt {
-        index: entry.index,
-        reason: format!("cannot encode payload: {e}"),
-    })?;
+    match &entry.payload {
+        EntryPayload::Noop => buf.push(KIND_NOOP),
+        EntryPayload::Command(bytes) => {
+            buf.push(KIND_COMMAND);
+            buf.extend_from_slice(bytes);
+        }
+        EntryPayload::Config(membership) => {
+            buf.push(KIND_CONFIG);
+            rmp_serde::encode::write_named(buf, membership).map_err(|e| LogError::Corrupt {
+                index: entry.index,
+                reason: format!("cannot encode membership: {e}"),
+            })?;
+        }
+    }
     let crc = entry_crc(&entry_key(entry.index), &buf[TERM_AT..]);
     buf[CRC_AT..TERM_AT].copy_from_slice(&crc.to_le_bytes());
     Ok(())
@@ -80,15 +102,24 @@ pub fn verify_entry(index: LogIndex, value: &[u8]) -> Result<Term, LogError> {
             "checksum mismatch: stored {stored:#010x}, computed {actual:#010x}"
         )));
     }
-    Ok(Term(u64::from_be_bytes(read_array(&value[TERM_AT..ENTRY_BODY_AT]))))
+    Ok(Term(u64::from_be_bytes(read_array(&value[TERM_AT..KIND_AT]))))
 }
 
 /// Checks and decodes the value stored at `index`.
 pub fn decode_entry(index: LogIndex, value: &[u8]) -> Result<Entry, LogError> {
     let term = verify_entry(index, value)?;
-    let payload: EntryPayload = rmp_serde::from_slice(&value[ENTRY_BODY_AT..]).map_err(|e| {
-        LogError::Corrupt { index, reason: format!("payload does not decode: {e}") }
-    })?;
+    let body = &value[ENTRY_BODY_AT..];
+    let corrupt = |reason: String| LogError::Corrupt { index, reason };
+    let payload = match value[KIND_AT] {
+        KIND_NOOP if body.is_empty() => EntryPayload::Noop,
+        KIND_NOOP => return Err(corrupt(format!("a no-op entry carries {} bytes", body.len()))),
+        KIND_COMMAND => EntryPayload::Command(Bytes::copy_from_slice(body)),
+        KIND_CONFIG => EntryPayload::Config(
+            rmp_serde::from_slice(body)
+                .map_err(|e| corrupt(format!("membership does not decode: {e}")))?,
+        ),
+        other => return Err(corrupt(format!("unknown payload kind {other}"))),
+    };
     Ok(Entry { term, index, payload })
 }
 
@@ -162,7 +193,6 @@ fn read_array<const N: usize>(bytes: &[u8]) -> [u8; N] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
     use flotilla_raft::{Membership, NodeId};
 
     fn entries() -> Vec<Entry> {
@@ -232,17 +262,25 @@ mod tests {
         assert!(err.to_string().contains("unknown frame version 2"), "{err}");
     }
 
+    /// Bytes that a buggy writer stored with a good checksum are still refused, never
+    /// decoded into something else and never a panic.
     #[test]
     fn a_valid_checksum_over_garbage_is_still_an_error_not_a_panic() {
-        // Frame arbitrary bytes as if a buggy writer had stored them with a good CRC.
         let index = LogIndex(7);
-        let mut value = vec![FRAME_VERSION, 0, 0, 0, 0];
-        value.extend_from_slice(&1u64.to_be_bytes());
-        value.extend_from_slice(&[0xc1, 0xff, 0x00]);
-        let crc = entry_crc(&entry_key(index), &value[TERM_AT..]);
-        value[CRC_AT..TERM_AT].copy_from_slice(&crc.to_le_bytes());
-        let err = decode_entry(index, &value).unwrap_err();
-        assert!(err.to_string().contains("payload does not decode"), "{err}");
+        let cases: [(&[u8], &str); 3] = [
+            (&[KIND_CONFIG, 0xc1, 0xff, 0x00], "membership does not decode"),
+            (&[KIND_NOOP, 1], "no-op entry carries 1 bytes"),
+            (&[9], "unknown payload kind 9"),
+        ];
+        for (body, want) in cases {
+            let mut value = vec![FRAME_VERSION, 0, 0, 0, 0];
+            value.extend_from_slice(&1u64.to_be_bytes());
+            value.extend_from_slice(body);
+            let crc = entry_crc(&entry_key(index), &value[TERM_AT..]);
+            value[CRC_AT..TERM_AT].copy_from_slice(&crc.to_le_bytes());
+            let err = decode_entry(index, &value).unwrap_err();
+            assert!(err.to_string().contains(want), "{err}");
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use flotilla_raft::{LogIndex, Term};
 /// Invariant: `runs` is sorted by first index with strictly increasing terms; every run's
 /// first index is in `(start, last]`; `runs` is empty iff `last == start`; and if not empty,
 /// `runs[0].0 == start + 1`.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct TermRuns {
     start: LogIndex,
     last: LogIndex,
@@ -22,6 +22,22 @@ impl TermRuns {
     /// An empty map whose next entry will be `start + 1`.
     pub(crate) fn new(start: LogIndex) -> TermRuns {
         TermRuns { start, last: start, runs: Vec::new() }
+    }
+
+    /// A map from runs already found, `(first index, term)` in index order, covering
+    /// `(start, last]`. Returns `None` if they break the invariant.
+    pub(crate) fn from_runs(
+        start: LogIndex,
+        last: LogIndex,
+        runs: Vec<(LogIndex, Term)>,
+    ) -> Option<TermRuns> {
+        let ordered = runs.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1);
+        let first_ok = match runs.first() {
+            Some(&(first, _)) => first == start.next() && last > start,
+            None => last == start,
+        };
+        let inside = runs.iter().all(|&(f, _)| f > start && f <= last);
+        (ordered && first_ok && inside).then_some(TermRuns { start, last, runs })
     }
 
     pub(crate) fn last(&self) -> LogIndex {
