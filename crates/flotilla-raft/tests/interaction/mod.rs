@@ -27,7 +27,8 @@
 //!   `tick-heartbeat N` (heartbeat_ticks ticks).
 //! - `propose N data`, `change N add-learner=I|promote=I|remove=I`,
 //!   `transfer-leader N to`, `read-index N rid [lease=true]`.
-//! - `process-ready N.. [hold=true]`, `deliver-msgs [N..] [from=(..)] [type=Kind] [drop=(..)]`,
+//! - `process-ready N.. [hold=true]`,
+//!   `deliver-msgs [N..|to=(..)] [from=(..)] [type=Kind] [drop=(..)]`,
 //!   `stabilize [N..]`.
 //! - `partition (a,b) (c)`, `isolate N`, `heal`.
 //! - `status N`, `raft-log N`, `logs` (every log as terms), `state-machine N`, `compact N index`, `crash N`, `restart N`.
@@ -420,7 +421,8 @@ impl Env {
     }
 
     fn deliver_msgs(&mut self, d: &Directive) -> Out {
-        let to = ids_of(d)?;
+        let mut to = ids_of(d)?;
+        to.extend(id_list(d.get("to"))?);
         let to: Vec<NodeId> = if to.is_empty() { self.inbox.keys().copied().collect() } else { to };
         let from = d.get("from").map(|v| id_list(Some(v))).transpose()?;
         let drop = id_list(d.get("drop"))?;
