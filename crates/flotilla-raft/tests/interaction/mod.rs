@@ -9,8 +9,11 @@
 //! command waits for the next `process-ready N` — or is lost by `crash N`.
 //!
 //! After every directive the environment checks, across nodes, that no two nodes lead the
-//! same term and that no two nodes ever commit or apply different entries at one index. A
-//! violation is printed in the output *and* fails the test even under `REWRITE=1`.
+//! same term and that no two nodes ever commit or apply different entries at one index;
+//! while executing commands, that `Apply` is gap-free and hands out only durable entries,
+//! that snapshots sent, installed and purged are consistent with the disk, and that
+//! `has_commands()` never says false when `take_commands()` has work. A violation is
+//! printed in the output *and* fails the test even under `REWRITE=1`.
 //!
 //! Directives (ids are node ids, `(a,b)` a list):
 //! - `add-nodes N [voters=(..)] [learners=(..)] [log=(terms..)] [term=T] [commit=C]
