@@ -45,6 +45,7 @@ mod machine;
 mod sessions;
 mod snapshot;
 
+pub use client::{CasOutcome, KvClient, KvClientError, ReadOutcome, WriteOutcome};
 pub use command::{COMMAND_VERSION, ClientSeq, KvCommand, KvOp, KvResponse, RESPONSE_VERSION};
 pub use error::KvError;
 pub use machine::{KvReader, KvStateMachine, META_KEYSPACE};

@@ -309,10 +309,18 @@ impl KvStateMachine {
         if self.poisoned {
             return Err(KvError::Poisoned);
         }
+        // Check the header before creating keyspaces (each costs a few fsyncs).
+        let mut stream = SnapshotReader::new(BufReader::new(reader))?;
+        if stream.applied != meta.last_index {
+            return Err(KvError::malformed(
+                "snapshot",
+                format!("stream is at index {}, metadata says {}", stream.applied, meta.last_index),
+            ));
+        }
         let id = self.next_generation;
         self.next_generation += 1;
         let new = open_generation(&self.db, id)?;
-        let (sessions, clock_ms) = match self.fill(&new, meta, reader) {
+        let (sessions, clock_ms) = match self.fill(&new, &mut stream) {
             Ok(filled) => filled,
             Err(e) => {
                 // The old generation was never touched. If this cleanup fails too, the next
@@ -354,16 +362,8 @@ impl KvStateMachine {
     fn fill(
         &self,
         new: &Generation,
-        meta: &SnapshotMeta,
-        reader: &mut dyn Read,
+        stream: &mut SnapshotReader<impl Read>,
     ) -> Result<(SessionTable, u64), KvError> {
-        let mut stream = SnapshotReader::new(BufReader::new(reader))?;
-        if stream.applied != meta.last_index {
-            return Err(KvError::malformed(
-                "snapshot",
-                format!("stream is at index {}, metadata says {}", stream.applied, meta.last_index),
-            ));
-        }
         let mut sessions = SessionTable::new(self.sessions.limits());
         let mut batch = self.db.batch();
         let mut batch_bytes = 0;
