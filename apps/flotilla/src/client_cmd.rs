@@ -61,20 +61,12 @@ pub fn endpoints(s: &str) -> Vec<String> {
         .collect()
 }
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(2)))
-        .build()
-        .new_agent()
-}
-
 pub fn run_status(a: StatusArgs) -> Result<()> {
-    let agent = agent();
+    let client = flotilla_kv::KvClient::new(&endpoints(&a.endpoints))?;
     let mut rows = Vec::new();
-    for ep in endpoints(&a.endpoints) {
-        let v: Value = match agent.get(&format!("{ep}/v1/status")).call() {
-            Ok(mut r) => r.body_mut().read_json().unwrap_or(Value::Null),
+    for (ep, st) in client.status_all() {
+        let v: Value = match st {
+            Ok(v) => v,
             Err(e) => {
                 rows.push(format!("{ep:<24} unreachable ({e})"));
                 continue;
@@ -124,6 +116,49 @@ pub fn run_status(a: StatusArgs) -> Result<()> {
 }
 
 pub fn run_kv(cmd: KvCmd) -> Result<()> {
-    let _ = cmd;
-    Err(anyhow!("the kv client is not wired yet"))
+    use flotilla_kv::KvClient;
+    use flotilla_node::ReadConsistency;
+    let client = |eps: &str| -> Result<KvClient> {
+        Ok(KvClient::new(&endpoints(eps))?.with_deadline(Duration::from_secs(10)).with_session())
+    };
+    match cmd {
+        KvCmd::Get { key, consistency, endpoints } => {
+            let c = match consistency.as_str() {
+                "linearizable" => ReadConsistency::Linearizable,
+                "lease" => ReadConsistency::Lease,
+                "stale" => ReadConsistency::Stale,
+                other => {
+                    return Err(anyhow!("unknown consistency {other:?} (linearizable|lease|stale)"));
+                }
+            };
+            let out = client(&endpoints)?.get(&key, c)?;
+            match out.value {
+                Some(v) => {
+                    use std::io::Write;
+                    std::io::stdout().write_all(&v)?;
+                    println!();
+                }
+                None => return Err(anyhow!("{key}: not found (applied index {})", out.index)),
+            }
+        }
+        KvCmd::Put { key, value, endpoints } => {
+            let out = client(&endpoints)?.put(&key, value.as_bytes())?;
+            println!("{}", serde_json::json!({"index": out.index, "term": out.term}));
+        }
+        KvCmd::Del { key, endpoints } => {
+            let out = client(&endpoints)?.delete(&key)?;
+            println!(
+                "{}",
+                serde_json::json!({"index": out.index, "term": out.term, "deleted": out.deleted})
+            );
+        }
+        KvCmd::Cas { key, expected, value, endpoints } => {
+            let out = client(&endpoints)?.cas(&key, expected.as_deref(), &value)?;
+            println!(
+                "{}",
+                serde_json::json!({"succeeded": out.succeeded, "current": out.current, "index": out.index})
+            );
+        }
+    }
+    Ok(())
 }
