@@ -66,6 +66,15 @@ impl RaftCore {
             self.send(from, MessageBody::InstallSnapshotResponse { last_index });
             return;
         }
+        if self.log.matches(meta.last_index, meta.last_term) {
+            // Our log already holds the snapshot's last entry, so (log matching) the whole
+            // prefix it covers. Keep the log: entries after it may have been acknowledged
+            // to a leader that counted them towards a commit, and resetting to the
+            // snapshot would silently drop them (Raft Figure 13, step 6).
+            let last_index = meta.last_index;
+            self.send(from, MessageBody::InstallSnapshotResponse { last_index });
+            return;
+        }
         if self.installing.is_some() {
             return;
         }
@@ -109,5 +118,56 @@ impl RaftCore {
     fn debug_validate_pub(&self) {
         #[cfg(any(test, debug_assertions))]
         self.validate();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::*;
+
+    /// Found by flotilla-sim (seed 118, profile crashes): a follower that had acknowledged
+    /// entries past a snapshot's index installed that (late) snapshot and dropped them,
+    /// though the leader had counted them towards a commit.
+    #[test]
+    fn snapshot_covered_by_our_log_keeps_the_acknowledged_suffix() {
+        let (leader, me) = (NodeId(1), NodeId(2));
+        let members = Membership::with_voters([leader, me, NodeId(3)]);
+        let init = InitialState { bootstrap: members.clone(), ..Default::default() };
+        let mut f = RaftCore::new(Config::new(me, 1), init);
+        let entries: Vec<Entry> = (1..=5)
+            .map(|i| Entry { term: Term(1), index: LogIndex(i), payload: EntryPayload::Noop })
+            .collect();
+        let append = MessageBody::AppendEntries {
+            prev_log_index: LogIndex(0),
+            prev_log_term: Term(0),
+            entries,
+            leader_commit: LogIndex(0),
+            read_seq: 0,
+        };
+        f.step(Message { from: leader, to: me, term: Term(1), body: append });
+        f.log_persisted(LogIndex(5), Term(1));
+        f.take_commands();
+        assert_eq!(f.last_index(), LogIndex(5));
+
+        let meta =
+            SnapshotMeta { last_index: LogIndex(3), last_term: Term(1), membership: members };
+        let body = MessageBody::InstallSnapshot { meta };
+        f.step(Message { from: leader, to: me, term: Term(1), body });
+        let cmds = f.take_commands();
+        assert!(
+            !cmds.iter().any(|c| matches!(c, Command::InstallSnapshot { .. })),
+            "a snapshot our log already covers is not installed: {cmds:?}"
+        );
+        let answered = cmds.iter().any(|c| {
+            matches!(
+                c,
+                Command::Send(Message {
+                    body: MessageBody::InstallSnapshotResponse { last_index: LogIndex(3) },
+                    ..
+                })
+            )
+        });
+        assert!(answered, "the leader learns we hold the snapshot's index: {cmds:?}");
+        assert_eq!(f.last_index(), LogIndex(5), "acknowledged entries 4..=5 are kept");
     }
 }
