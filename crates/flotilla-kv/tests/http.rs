@@ -320,3 +320,17 @@ async fn session_headers_are_parsed_strictly() {
     assert_eq!(call(&node, max).await.status, 200);
     assert_eq!(node.lock().proposals, 1);
 }
+
+#[actix_web::test]
+async fn every_get_answer_carries_the_applied_index() {
+    let node = FakeNode::new();
+    call(&node, put("/v1/kv/k", "v")).await;
+    call(&node, put("/v1/kv/k", "w")).await;
+    node.lock().read_error = Some(ClientError::NoLeader { retry_after_ms: 10 });
+    let a = call(&node, TestRequest::get().uri("/v1/kv/k")).await;
+    a.assert_error(503, "no_leader");
+    assert_eq!(a.header("x-flotilla-index"), Some("2"));
+    let a = call(&node, TestRequest::get().uri("/v1/kv/%FF")).await;
+    a.assert_error(400, "bad_key");
+    assert_eq!(a.header("x-flotilla-index"), Some("2"));
+}

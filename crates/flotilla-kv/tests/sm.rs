@@ -536,3 +536,19 @@ fn a_snapshot_written_on_another_thread_while_applying() {
     assert_eq!(get(&copy, "k199").as_deref(), Some("v"));
     assert_eq!(get(&sm, "k199"), None);
 }
+
+#[test]
+fn a_snapshot_taken_before_a_restore_can_still_be_written_after_it() {
+    let (_a, mut other) = populated();
+    let other_bytes = snapshot_bytes(&mut other);
+    let (_dir, mut sm) = fresh();
+    for i in 0..100 {
+        step(&mut sm, put(&format!("mine{i}"), "v"), None, 1);
+    }
+    let expected = snapshot_bytes(&mut sm);
+    let mut source = sm.snapshot().unwrap();
+    sm.restore(&meta(other.applied_index()), &mut &other_bytes[..]).unwrap();
+    let mut out = Vec::new();
+    source.write_to(&mut out).unwrap();
+    assert_eq!(out, expected, "the old generation is still readable through the snapshot");
+}

@@ -127,17 +127,27 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D:
     Option::<String>::deserialize(d).map(Some)
 }
 
+/// Every GET answer carries `X-Flotilla-Index`: the index the value was read at, or for an
+/// answer that read nothing (redirect, error) the applied index at the time of answering.
 async fn get<C: ClientApi>(req: HttpRequest, state: web::Data<KvHttpState<C>>) -> HttpResponse {
-    let key = match request::key_of(&req, "") {
+    let mut resp = read(&req, &state).await;
+    if !resp.headers().contains_key(INDEX_HEADER) {
+        set_index(&mut resp, state.reader.applied_index());
+    }
+    resp
+}
+
+async fn read<C: ClientApi>(req: &HttpRequest, state: &KvHttpState<C>) -> HttpResponse {
+    let key = match request::key_of(req, "") {
         Ok(key) => key,
         Err(e) => return e.response(),
     };
-    let consistency = match request::consistency_of(&req) {
+    let consistency = match request::consistency_of(req) {
         Ok(c) => c,
         Err(resp) => return resp,
     };
     if let Err(e) = state.api.read_barrier(consistency).await {
-        return client_error_response(&e, &req);
+        return client_error_response(&e, req);
     }
     let (value, index) = match state.reader.read(key.as_bytes()) {
         Ok(read) => read,
