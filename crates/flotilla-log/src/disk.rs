@@ -11,6 +11,7 @@ use crate::frame::{
     decode_entry, decode_meta, encode_entry, encode_meta, entry_key, frame_meta, key_index,
     unframe_meta, verify_entry,
 };
+use crate::mark::Mark;
 use crate::store::{
     LogShape, LogStore, PurgePlan, StoredState, check_append, check_meta_key, check_range,
     plan_purge, term_at,
@@ -27,6 +28,8 @@ const KEY_IDENTITY: &str = "identity";
 const KEY_HARD_STATE: &str = "hard_state";
 const KEY_LOG_START: &str = "log_start";
 const KEY_SNAPSHOT: &str = "snapshot";
+/// The counter of durable batches; see `mark.rs`.
+const KEY_DURABLE_SEQ: &str = "durable_seq";
 const USER_META_PREFIX: &str = "user/";
 
 /// The layout of the whole directory (keyspaces and records), recorded with the identity.
@@ -80,6 +83,10 @@ pub struct FjallLogStore {
     db: Database,
     log: Keyspace,
     meta: Keyspace,
+    mark: Mark,
+    /// The counter of the last durable batch. Invariant: equals the `durable_seq` record on
+    /// disk and the value in the mark file (except between a commit and its mark write).
+    durable_seq: u64,
     /// Invariant: equals the `log_start` record on disk (or (0,0) when none), and every
     /// stored key is in `(log_start.0, terms.last()]`.
     log_start: (LogIndex, Term),
@@ -93,8 +100,14 @@ impl FjallLogStore {
     ///
     /// A fresh directory records `identity`; an existing one must hold the same identity or
     /// the open is refused ([`LogError::IdentityMismatch`]). A non-empty directory that is
-    /// not a fjall database is refused ([`LogError::NotALogDir`]). Every stored entry's
-    /// checksum is verified, and the entries must be consecutive.
+    /// not a fjall database is refused ([`LogError::NotALogDir`]), and so is a database that
+    /// has lost acknowledged writes ([`LogError::LostWrites`], see `docs/log.md`).
+    ///
+    /// Open reads the ends of the log and the entries where the term changes (each
+    /// checksum-verified) to rebuild the term cache; [`LogStore::load`] verifies the rest.
+    /// A panic inside fjall while it recovers damaged files is turned into
+    /// [`LogError::Storage`] where panics unwind (tests); with `panic = "abort"` the
+    /// process stops with fjall's message.
     pub fn open(dir: impl AsRef<Path>, identity: Identity) -> Result<FjallLogStore, LogError> {
         FjallLogStore::open_with(dir, identity, FjallOptions::default())
     }
@@ -107,29 +120,37 @@ impl FjallLogStore {
     ) -> Result<FjallLogStore, LogError> {
         let dir = dir.as_ref().to_path_buf();
         check_dir(&dir)?;
-        let db = Database::builder(&dir)
-            .max_journaling_size(options.journal_bytes_max.max(64 * 1024 * 1024))
-            .cache_size(options.cache_bytes)
-            .open()
-            .map_err(|e| match e {
-                fjall::Error::Locked => LogError::Locked { dir: dir.clone() },
-                other => LogError::from(other),
-            })?;
+        let db = open_database(&dir, &options)?;
         let memtable = options.log_memtable_bytes;
         let log = db.keyspace(LOG_KEYSPACE, || {
             KeyspaceCreateOptions::default().max_memtable_size(memtable)
         })?;
         let meta = db.keyspace(META_KEYSPACE, KeyspaceCreateOptions::default)?;
+        let (mark, marked_seq) = Mark::open(&dir)?;
         let mut store = FjallLogStore {
             dir,
             db,
             log,
             meta,
+            mark,
+            durable_seq: 0,
             log_start: (LogIndex::ZERO, Term::ZERO),
             terms: TermRuns::new(LogIndex::ZERO),
             poisoned: false,
         };
-        store.check_identity(&identity)?;
+        let fresh = store.check_identity(&identity)?;
+        store.durable_seq = store.read_meta(KEY_DURABLE_SEQ)?.unwrap_or(0);
+        if let Some(marked) = marked_seq.filter(|&m| m > store.durable_seq) {
+            return Err(LogError::LostWrites {
+                dir: store.dir.clone(),
+                found: store.durable_seq,
+                acknowledged: marked,
+                mark: store.mark.path().to_path_buf(),
+            });
+        }
+        if fresh {
+            store.record_identity(&identity)?;
+        }
         store.log_start = store.read_meta(KEY_LOG_START)?.unwrap_or_default();
         store.terms = store.recover_terms()?;
         Ok(store)
@@ -172,7 +193,9 @@ impl FjallLogStore {
         self.db.batch().durability(Some(PersistMode::SyncData))
     }
 
-    fn check_identity(&mut self, identity: &Identity) -> Result<(), LogError> {
+    /// Checks the recorded identity; returns true if the store is fresh (nothing recorded
+    /// and no data), so the identity must be recorded.
+    fn check_identity(&self, identity: &Identity) -> Result<bool, LogError> {
         if let Some(found) = self.read_meta::<StoredIdentity>(KEY_IDENTITY)? {
             if found.format != STORE_FORMAT {
                 return Err(LogError::NotALogDir {
@@ -191,7 +214,7 @@ impl FjallLogStore {
                     found,
                 });
             }
-            return Ok(());
+            return Ok(false);
         }
         if self.log.first_key_value().is_some() || self.meta.first_key_value().is_some() {
             return Err(LogError::NotALogDir {
@@ -199,6 +222,10 @@ impl FjallLogStore {
                 reason: "it holds log data but no identity record".into(),
             });
         }
+        Ok(true)
+    }
+
+    fn record_identity(&mut self, identity: &Identity) -> Result<(), LogError> {
         let record = StoredIdentity {
             format: STORE_FORMAT,
             cluster_id: identity.cluster_id.clone(),
@@ -206,7 +233,7 @@ impl FjallLogStore {
         };
         let mut batch = self.durable_batch();
         batch.insert(&self.meta, KEY_IDENTITY, encode_meta(KEY_IDENTITY, &record)?);
-        self.commit(batch)
+        self.commit_durable(batch)
     }
 
     /// Rebuilds the term cache without reading the whole log: terms never decrease along
@@ -305,6 +332,16 @@ impl FjallLogStore {
         if self.poisoned { Err(LogError::Poisoned) } else { Ok(()) }
     }
 
+    /// Commits `batch` with one `SyncData` persist, stamped with the next durable-write
+    /// counter, then records the counter in the mark file (see `mark.rs`).
+    fn commit_durable(&mut self, mut batch: OwnedWriteBatch) -> Result<(), LogError> {
+        let seq = self.durable_seq + 1;
+        batch.insert(&self.meta, KEY_DURABLE_SEQ, encode_meta(KEY_DURABLE_SEQ, &seq)?);
+        self.commit(batch.durability(Some(PersistMode::SyncData)))?;
+        self.durable_seq = seq;
+        self.mark.record(seq).inspect_err(|_| self.poisoned = true)
+    }
+
     fn commit(&mut self, batch: OwnedWriteBatch) -> Result<(), LogError> {
         batch.commit().map_err(|e| {
             self.poisoned = true;
@@ -357,6 +394,28 @@ impl FjallLogStore {
             });
         }
         Ok(out)
+    }
+}
+
+/// Opens the fjall database, turning a panic inside fjall (it asserts on some damaged
+/// metadata files) into an error where panics unwind.
+fn open_database(dir: &Path, options: &FjallOptions) -> Result<Database, LogError> {
+    let builder = Database::builder(dir)
+        .max_journaling_size(options.journal_bytes_max.max(64 * 1024 * 1024))
+        .cache_size(options.cache_bytes);
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| builder.open()));
+    match opened {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(fjall::Error::Locked)) => Err(LogError::Locked { dir: dir.to_path_buf() }),
+        Ok(Err(e)) => Err(LogError::from(e)),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("(no message)");
+            Err(LogError::EnginePanic { dir: dir.to_path_buf(), message: what.to_owned() })
+        }
     }
 }
 
@@ -452,14 +511,14 @@ impl LogStore for FjallLogStore {
                 encode_entry(e, &mut value)?;
                 batch.insert(&self.log, entry_key(e.index), value);
             }
-            self.commit(batch)?;
+            self.commit_durable(batch)?;
             self.terms.truncate_from(first.index);
             for e in entries {
                 self.terms.push(e.term);
             }
             return Ok(());
         }
-        self.commit(batch)
+        self.commit_durable(batch)
     }
 
     fn purge(&mut self, upto: LogIndex) -> Result<(), LogError> {
@@ -483,7 +542,7 @@ impl LogStore for FjallLogStore {
         self.ensure_usable()?;
         let mut batch = self.durable_batch();
         batch.insert(&self.meta, KEY_SNAPSHOT, encode_meta(KEY_SNAPSHOT, meta)?);
-        self.commit(batch)
+        self.commit_durable(batch)
     }
 
     fn reset_to_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), LogError> {
@@ -495,7 +554,7 @@ impl LogStore for FjallLogStore {
         }
         batch.insert(&self.meta, KEY_LOG_START, encode_meta(KEY_LOG_START, &start)?);
         batch.insert(&self.meta, KEY_SNAPSHOT, encode_meta(KEY_SNAPSHOT, meta)?);
-        self.commit(batch)?;
+        self.commit_durable(batch)?;
         self.log_start = start;
         self.terms = TermRuns::new(start.0);
         Ok(())
@@ -528,7 +587,7 @@ impl LogStore for FjallLogStore {
         let stored_key = format!("{USER_META_PREFIX}{key}");
         let mut batch = self.durable_batch();
         batch.insert(&self.meta, stored_key.as_str(), frame_meta(&stored_key, value));
-        self.commit(batch)
+        self.commit_durable(batch)
     }
 
     fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, LogError> {
@@ -754,5 +813,41 @@ mod tests {
             Bisect { store: &s, runs: vec![(LogIndex(1), Term(1))], reads_left: 4_096 };
         assert!(!bisect.find_runs((LogIndex(1), Term(1)), (LogIndex(5_000), Term(5_000))).unwrap());
         assert_eq!(s.recover_terms().unwrap(), s.scan_terms().unwrap());
+    }
+
+    #[test]
+    fn a_database_behind_its_mark_has_lost_writes_and_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = FjallLogStore::open(dir.path(), identity(1)).unwrap();
+        s.write(None, &entries(1, 3, 1)).unwrap();
+        let seq = s.durable_seq;
+        assert_eq!(seq, 2, "identity, then one write");
+        drop(s);
+        // As if fjall had dropped the journal's last two synced batches.
+        let (mut mark, found) = Mark::open(dir.path()).unwrap();
+        assert_eq!(found, Some(seq));
+        mark.record(seq + 2).unwrap();
+        let err = FjallLogStore::open(dir.path(), identity(1)).err().expect("refused");
+        assert!(matches!(err, LogError::LostWrites { found: 2, acknowledged: 4, .. }), "{err}");
+        assert!(err.is_fatal());
+        // The documented override: deleting the mark accepts what the database holds.
+        std::fs::remove_file(dir.path().join(crate::MARK_FILE)).unwrap();
+        let s = FjallLogStore::open(dir.path(), identity(1)).unwrap();
+        assert_eq!(s.load().unwrap().entries, entries(1, 3, 1));
+    }
+
+    #[test]
+    fn a_damaged_mark_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(FjallLogStore::open(dir.path(), identity(1)).unwrap());
+        let path = dir.path().join(crate::MARK_FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[3] ^= 0x20;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = FjallLogStore::open(dir.path(), identity(1)).err().expect("refused");
+        assert!(
+            matches!(err, LogError::CorruptMeta { ref key, .. } if key == crate::MARK_FILE),
+            "{err}"
+        );
     }
 }

@@ -36,6 +36,7 @@ impl fmt::Display for Identity {
 ///   stop the process and let recovery decide what survived ("fsyncgate";
 ///   Rebello et al., ATC '20).
 /// - *Setup* (`IdentityMismatch`, `NotALogDir`, `Locked`): `open` refused the directory.
+///   `LostWrites` and `EnginePanic` are damage found by `open`.
 #[derive(Debug, Error)]
 pub enum LogError {
     #[error("invalid {op}: {reason}")]
@@ -61,6 +62,18 @@ pub enum LogError {
 
     #[error("refusing to open {dir}: {reason}")]
     NotALogDir { dir: PathBuf, reason: String },
+
+    #[error(
+        "refusing to open {dir}: it has lost acknowledged writes (the database holds durable \
+         write #{found}, but #{acknowledged} was acknowledged; see {}). The storage engine's \
+         journal is probably damaged. Replace this node, or restore its directory; delete \
+         the mark file only to accept the loss",
+        mark.display()
+    )]
+    LostWrites { dir: PathBuf, found: u64, acknowledged: u64, mark: PathBuf },
+
+    #[error("the storage engine panicked while opening {dir} (damaged files?): {message}")]
+    EnginePanic { dir: PathBuf, message: String },
 
     #[error("{dir} is already open in another process (or another store in this one)")]
     Locked { dir: PathBuf },
@@ -91,6 +104,8 @@ impl LogError {
             | LogError::Locked { .. } => false,
             LogError::Corrupt { .. }
             | LogError::CorruptMeta { .. }
+            | LogError::LostWrites { .. }
+            | LogError::EnginePanic { .. }
             | LogError::Poisoned
             | LogError::Storage(_)
             | LogError::Io(_) => true,

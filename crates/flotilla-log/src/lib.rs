@@ -63,11 +63,13 @@ pub mod conformance;
 mod disk;
 mod error;
 pub mod frame;
+mod mark;
 mod mem;
 mod store;
 mod terms;
 
 pub use disk::{FjallLogStore, FjallOptions, LOG_KEYSPACE, META_KEYSPACE};
 pub use error::{Identity, LogError};
+pub use mark::MARK_FILE;
 pub use mem::MemLogStore;
 pub use store::{LogStore, MAX_META_KEY_BYTES, StoredState};
