@@ -22,7 +22,14 @@ impl RaftCore {
             {
                 self.log.snapshot.membership.clone()
             }
-            None if self.log.start.0 == LogIndex::ZERO => self.bootstrap.clone(),
+            // The bootstrap configuration is in force before the first config entry, but
+            // a node that joined later has an empty bootstrap: it does not know which
+            // configuration was in force there, and a snapshot carrying an empty one would
+            // make whoever installs it forget that it is a voter. It must wait until it
+            // has applied a configuration entry (the one that added it).
+            None if self.log.start.0 == LogIndex::ZERO && !self.bootstrap.is_empty() => {
+                self.bootstrap.clone()
+            }
             None => return Err(RaftError::Unavailable(index)),
         };
         Ok(SnapshotMeta { last_index: index, last_term, membership })
@@ -124,6 +131,37 @@ impl RaftCore {
 #[cfg(test)]
 mod tests {
     use crate::*;
+
+    /// Found by flotilla-sim (seed 301, profile mixed): a node added as a learner snapshotted
+    /// an index before the configuration entry that added it, labelled with its own empty
+    /// bootstrap configuration instead of the one in force there.
+    #[test]
+    fn a_joined_node_does_not_label_early_snapshots_with_an_empty_configuration() {
+        let (leader, me) = (NodeId(1), NodeId(4));
+        let init = InitialState { bootstrap: Membership::default(), ..Default::default() };
+        let mut f = RaftCore::new(Config::new(me, 1), init);
+        let mut joined = Membership::with_voters([leader, NodeId(2), NodeId(3)]);
+        joined.learners.insert(me);
+        joined.addrs.insert(me, NodeAddr::default());
+        let payload =
+            |i: u64| if i == 3 { EntryPayload::Config(joined.clone()) } else { EntryPayload::Noop };
+        let entries: Vec<Entry> = (1..=3)
+            .map(|i| Entry { term: Term(1), index: LogIndex(i), payload: payload(i) })
+            .collect();
+        let append = MessageBody::AppendEntries {
+            prev_log_index: LogIndex(0),
+            prev_log_term: Term(0),
+            entries,
+            leader_commit: LogIndex(3),
+            read_seq: 0,
+        };
+        f.step(Message { from: leader, to: me, term: Term(1), body: append });
+        f.log_persisted(LogIndex(3), Term(1));
+        f.take_commands();
+        assert_eq!(f.applied_index(), LogIndex(3));
+        assert_eq!(f.snapshot_meta_for(LogIndex(2)), Err(RaftError::Unavailable(LogIndex(2))));
+        assert_eq!(f.snapshot_meta_for(LogIndex(3)).map(|m| m.membership), Ok(joined));
+    }
 
     /// Found by flotilla-sim (seed 118, profile crashes): a follower that had acknowledged
     /// entries past a snapshot's index installed that (late) snapshot and dropped them,
