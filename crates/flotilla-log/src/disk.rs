@@ -247,11 +247,11 @@ impl FjallLogStore {
         let Some(first) = self.log.first_key_value() else {
             return Ok(TermRuns::new(start.0));
         };
-        let (key, value) = first.into_inner()?;
+        let (key, value) = first.into_inner().map_err(reading(start.0.next()))?;
         let first = self.check_key(&key, start.0.next())?;
         let first_term = verify_entry(first, &value)?;
         let (key, value) = match self.log.last_key_value() {
-            Some(last) => last.into_inner()?,
+            Some(last) => last.into_inner().map_err(reading(first))?,
             None => return Err(LogError::Corrupt { index: first, reason: "vanished".into() }),
         };
         let last = key_index(&key).ok_or_else(|| LogError::Corrupt {
@@ -281,7 +281,7 @@ impl FjallLogStore {
         let mut terms = TermRuns::new(self.log_start.0);
         let mut prev_term = self.log_start.1;
         for guard in self.log.iter() {
-            let (key, value) = guard.into_inner()?;
+            let (key, value) = guard.into_inner().map_err(reading(terms.last().next()))?;
             let index = self.check_key(&key, terms.last().next())?;
             let term = verify_entry(index, &value)?;
             check_terms_rise(index, prev_term, term)?;
@@ -293,7 +293,7 @@ impl FjallLogStore {
 
     /// The checksum-verified term of the stored entry `index`.
     fn read_term(&self, index: LogIndex) -> Result<Term, LogError> {
-        match self.log.get(entry_key(index))? {
+        match self.log.get(entry_key(index)).map_err(reading(index))? {
             Some(value) => verify_entry(index, &value),
             None => Err(LogError::Corrupt {
                 index,
@@ -371,7 +371,7 @@ impl FjallLogStore {
         let mut out = Vec::with_capacity((hi.0 - lo.0).min(PREALLOC_MAX) as usize);
         let mut expected = lo;
         for guard in self.log.range(entry_key(lo)..entry_key(hi)) {
-            let (key, value) = guard.into_inner()?;
+            let (key, value) = guard.into_inner().map_err(reading(expected))?;
             let index = self.check_key(&key, expected)?;
             let entry = decode_entry(index, &value)?;
             let cached = self.terms.get(index);
@@ -407,7 +407,9 @@ fn open_database(dir: &Path, options: &FjallOptions) -> Result<Database, LogErro
     match opened {
         Ok(Ok(db)) => Ok(db),
         Ok(Err(fjall::Error::Locked)) => Err(LogError::Locked { dir: dir.to_path_buf() }),
-        Ok(Err(e)) => Err(LogError::from(e)),
+        Ok(Err(e)) => {
+            Err(LogError::Engine { during: format!("opening {}", dir.display()), source: e })
+        }
         Err(panic) => {
             let what = panic
                 .downcast_ref::<String>()
@@ -416,6 +418,14 @@ fn open_database(dir: &Path, options: &FjallOptions) -> Result<Database, LogErro
                 .unwrap_or("(no message)");
             Err(LogError::EnginePanic { dir: dir.to_path_buf(), message: what.to_owned() })
         }
+    }
+}
+
+/// Wraps a fjall error met while reading the log near `index`, so the message says where.
+fn reading(index: LogIndex) -> impl FnOnce(fjall::Error) -> LogError {
+    move |e| match e {
+        fjall::Error::Poisoned => LogError::Poisoned,
+        source => LogError::Engine { during: format!("reading log entry {index}"), source },
     }
 }
 

@@ -30,7 +30,7 @@ impl fmt::Display for Identity {
 /// - *Damage* (`Corrupt`, `CorruptMeta`): bytes on disk are not what was written. The node
 ///   must not go on as if the log were intact; an operator decides (restore, or wipe and
 ///   rejoin as a new node).
-/// - *Failure* (`Poisoned`, `Storage`, `Io`): the disk or the engine failed. After a failed
+/// - *Failure* (`Poisoned`, `Storage`, `Engine`, `Io`): the disk or the engine failed. After a failed
 ///   write the store refuses everything (`Poisoned`): an fsync that failed once may have
 ///   dropped pages that the kernel will never report again, so the only safe way on is to
 ///   stop the process and let recovery decide what survived ("fsyncgate";
@@ -87,6 +87,9 @@ pub enum LogError {
     #[error("storage engine failure: {0}")]
     Storage(fjall::Error),
 
+    #[error("storage engine failure while {during}: {source}")]
+    Engine { during: String, source: fjall::Error },
+
     #[error("I/O failure: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -108,6 +111,7 @@ impl LogError {
             | LogError::EnginePanic { .. }
             | LogError::Poisoned
             | LogError::Storage(_)
+            | LogError::Engine { .. }
             | LogError::Io(_) => true,
         }
     }

@@ -252,7 +252,11 @@ fn trial_in_child(dir: &Path, rel: &str, what: &str, tally: &mut Tally) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     match stdout.lines().find_map(|l| l.find(MARK).map(|at| &l[at + MARK.len()..])) {
         Some("unchanged") => tally.unchanged += 1,
-        Some(reported) if reported.starts_with("reported ") => tally.reported += 1,
+        Some(reported) if reported.starts_with("reported ") => {
+            // Visible with --nocapture: the messages an operator would read.
+            println!("{what}: {}", &reported["reported ".len()..]);
+            tally.reported += 1;
+        }
         _ if ENGINE_ABORT_ALLOWED(rel) && !out.status.success() && !stderr.trim().is_empty() => {
             tally.engine_aborts += 1;
         }
