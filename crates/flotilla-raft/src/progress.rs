@@ -38,6 +38,25 @@ pub(crate) struct Progress {
     pub(crate) recent_active: bool,
     /// The highest heartbeat round this follower acknowledged in the current term.
     pub(crate) acked_seq: u64,
+    /// Set once a committed configuration no longer has this peer: see [`Leaving`].
+    pub(crate) leaving: Option<Leaving>,
+}
+
+/// A peer that a committed configuration removed. It learns that it was removed only from
+/// a commit index at or past that configuration, which the leader sends after the commit;
+/// so the leader keeps replicating to it until it acknowledged such a message, for at most
+/// `ticks_left` more ticks (it may be down), then forgets it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Leaving {
+    /// The index of the configuration that removed the peer.
+    pub(crate) config: LogIndex,
+    /// The heartbeat round when the removal committed: messages of later rounds carry a
+    /// commit index at or past `config`.
+    pub(crate) seq: u64,
+    pub(crate) ticks_left: u32,
+    /// The peer acknowledged, in a later round, a message whose entries reach `config`:
+    /// its commit index is now at or past it.
+    pub(crate) told: bool,
 }
 
 impl Progress {
@@ -52,6 +71,7 @@ impl Progress {
             snapshot_ticks: 0,
             recent_active: false,
             acked_seq: 0,
+            leaving: None,
         }
     }
 

@@ -22,6 +22,7 @@ impl RaftCore {
             }
         }
         let timeout = self.cfg.snapshot_timeout_ticks;
+        let mut leaving = false;
         for pr in self.progress.values_mut() {
             if pr.mode == ProgressMode::Snapshot {
                 pr.snapshot_ticks += 1;
@@ -29,6 +30,13 @@ impl RaftCore {
                     pr.become_probe();
                 }
             }
+            if let Some(l) = pr.leaving.as_mut() {
+                l.ticks_left = l.ticks_left.saturating_sub(1);
+                leaving = true;
+            }
+        }
+        if leaving {
+            self.prune_leaving();
         }
         if self.election_elapsed >= self.cfg.election_ticks_min {
             self.election_elapsed = 0;
@@ -283,6 +291,17 @@ impl RaftCore {
         let Some(pr) = self.progress.get_mut(&from) else { return };
         pr.recent_active = true;
         pr.acked_seq = pr.acked_seq.max(read_seq);
+        if let Some(l) = pr.leaving.as_mut()
+            && success
+            && index >= l.config
+            && read_seq > l.seq
+        {
+            // Sent after the removal committed, so it carried a commit index at or past
+            // it; the peer held the entries up to `index`: it now knows it is out.
+            l.told = true;
+            self.progress.remove(&from);
+            return;
+        }
         if success {
             let index = index.min(last_index);
             if pr.maybe_update(index) || pr.mode != ProgressMode::Replicate {
