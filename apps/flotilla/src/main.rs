@@ -1,6 +1,7 @@
 //! `flotilla`: one binary for everything — the TUI, a node, the local launcher, the client,
 //! and simulator runs. Exit codes: 0 clean stop, 2 bad arguments, 1 any other failure.
 
+mod bench;
 mod client_cmd;
 mod cluster_cmd;
 mod join;
@@ -31,6 +32,8 @@ enum Cmd {
     Status(client_cmd::StatusArgs),
     /// Run the deterministic simulator over many seeds.
     Sim(sim_cmd::SimArgs),
+    /// Load generator and failover benchmark (Flotilla or etcd); see docs/benchmarks.md.
+    Bench(bench::BenchArgs),
 }
 
 fn main() {
@@ -48,6 +51,7 @@ fn main() {
         Some(Cmd::Kv(c)) => client_cmd::run_kv(c),
         Some(Cmd::Status(a)) => client_cmd::run_status(a),
         Some(Cmd::Sim(a)) => sim_cmd::run(a),
+        Some(Cmd::Bench(a)) => bench::run(a),
         None => sim_cmd::run_default(),
     };
     if let Err(e) = result {
