@@ -52,7 +52,10 @@ fn main() {
         Some(Cmd::Status(a)) => client_cmd::run_status(a),
         Some(Cmd::Sim(a)) => sim_cmd::run(a),
         Some(Cmd::Bench(a)) => bench::run(a),
-        None => sim_cmd::run_default(),
+        // Until the TUI lands, a bare `flotilla` runs the simulator over 2,000 seeds.
+        None => {
+            sim_cmd::run(sim_cmd::SimArgs { seeds: 2000, start: 0, nodes: None, threads: None })
+        }
     };
     if let Err(e) = result {
         eprintln!("flotilla: {e:#}");
