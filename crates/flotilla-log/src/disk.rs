@@ -73,7 +73,8 @@ struct StoredIdentity {
 /// A [`LogStore`] on a fjall database: one directory per node, opened by one process.
 ///
 /// Every state change that a Raft reply depends on is committed as one fjall batch with
-/// `PersistMode::SyncData` (fjall's default commit only reaches a user-space buffer).
+/// `PersistMode::SyncData`: one `fdatasync`. (fjall's default commit only hands the batch
+/// to the OS: it survives a killed process, not a power loss.)
 /// The state machine can share the database (see [`FjallLogStore::state_machine_keyspace`]).
 ///
 /// After any write fails the store is *poisoned*: every later call returns
@@ -106,7 +107,7 @@ impl FjallLogStore {
     /// Open reads the ends of the log and the entries where the term changes (each
     /// checksum-verified) to rebuild the term cache; [`LogStore::load`] verifies the rest.
     /// A panic inside fjall while it recovers damaged files is turned into
-    /// [`LogError::Storage`] where panics unwind (tests); with `panic = "abort"` the
+    /// [`LogError::EnginePanic`] where panics unwind (tests); with `panic = "abort"` the
     /// process stops with fjall's message.
     pub fn open(dir: impl AsRef<Path>, identity: Identity) -> Result<FjallLogStore, LogError> {
         FjallLogStore::open_with(dir, identity, FjallOptions::default())

@@ -14,7 +14,7 @@
 //!    damaged, and going on could break Raft's promises.
 //!
 //! [`FjallLogStore`] keeps the log on disk with fjall; [`MemLogStore`] keeps it in memory for
-//! the deterministic simulator. Both pass the same conformance suite ([`conformance`], with
+//! the deterministic simulator. Both pass the same conformance suite (`conformance`, with
 //! the `conformance` feature). `docs/log.md` describes the on-disk layout and the
 //! durability rules.
 //!

@@ -12,7 +12,7 @@ use crate::store::{
 };
 
 /// A [`LogStore`] that keeps everything in memory; "durable" means "stored in the shared
-/// state". Passes the same [`crate::conformance`] suite as [`crate::FjallLogStore`].
+/// state". Passes the same `conformance` suite as [`crate::FjallLogStore`].
 ///
 /// Clones share one state, like handles on one disk: the simulator keeps a clone, hands
 /// another to a node, and "restarts" the node by dropping it and loading from its own

@@ -32,7 +32,7 @@ impl StoredState {
 ///
 /// Every method that changes state returns only once the change is durable, except
 /// [`LogStore::purge`] (see there). Implementations: [`crate::FjallLogStore`] (disk) and
-/// [`crate::MemLogStore`] (simulator). Both pass [`crate::conformance`].
+/// [`crate::MemLogStore`] (simulator). Both pass the `conformance` suite.
 pub trait LogStore: Send {
     /// Everything persisted, checksum-verified.
     fn load(&self) -> Result<StoredState, LogError>;
@@ -119,6 +119,9 @@ pub(crate) fn check_append(shape: &LogShape<'_>, entries: &[Entry]) -> Result<()
                 first.index, shape.last_index
             ),
         ));
+    }
+    if first.index.0.checked_add(entries.len() as u64).is_none() {
+        return Err(LogError::invalid("write", format!("indexes from {} overflow", first.index)));
     }
     // `first.index - 1` lies in [log_start.0, last_index], so its term is known.
     let mut prev_term = (shape.term_of)(first.index.prev()).unwrap_or(shape.log_start.1);
