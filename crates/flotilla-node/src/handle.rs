@@ -62,6 +62,24 @@ impl NodeHandle {
         NodeHandle { raft, shared, id, request_timeout, election_max_ms }
     }
 
+    /// Hands a client request to the raft actor. Its answer comes on the request's own
+    /// oneshot, so the actor's acknowledgement that `send` waits for would only cost a
+    /// second wake-up of the caller (another thread) per request: `try_send` skips it, and
+    /// only a full mailbox falls back to `send`, which waits for room (backpressure).
+    async fn deliver<M>(&self, msg: M) -> Result<(), ClientError>
+    where
+        M: Message<Result = ()> + Send + 'static,
+        RaftActor: Handler<M>,
+    {
+        match self.raft.try_send(msg) {
+            Ok(()) => Ok(()),
+            Err(SendError::Full(msg)) => {
+                self.raft.send(msg).await.map_err(|_| ClientError::ShuttingDown)
+            }
+            Err(SendError::Closed(_)) => Err(ClientError::ShuttingDown),
+        }
+    }
+
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }
@@ -183,7 +201,7 @@ impl NodeHandle {
 impl ClientApi for NodeHandle {
     async fn propose(&self, data: Bytes) -> Result<Applied, ClientError> {
         let (tx, rx) = oneshot::channel();
-        self.raft.send(Propose { data, tx }).await.map_err(|_| ClientError::ShuttingDown)?;
+        self.deliver(Propose { data, tx }).await?;
         match tokio::time::timeout(self.request_timeout, rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(ClientError::LeadershipLost),
@@ -198,7 +216,7 @@ impl ClientApi for NodeHandle {
             ReadConsistency::Lease => ReadMode::Lease,
         };
         let (tx, rx) = oneshot::channel();
-        self.raft.send(Read { mode, tx }).await.map_err(|_| ClientError::ShuttingDown)?;
+        self.deliver(Read { mode, tx }).await?;
         match tokio::time::timeout(self.request_timeout, rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(ClientError::LeadershipLost),

@@ -26,6 +26,7 @@ pub mod election_actor;
 pub mod faults;
 pub mod handle;
 pub mod http;
+pub mod inproc;
 pub mod log_actor;
 pub mod metrics;
 pub mod raft_actor;
@@ -41,4 +42,4 @@ pub use api::{
 pub use config::NodeConfig;
 pub use faults::FaultSpec;
 pub use handle::{AdminError, NodeHandle};
-pub use supervisor::{StartError, start_node};
+pub use supervisor::{StartError, start_node, start_node_in_process};

@@ -47,6 +47,8 @@ pub struct RaftActor {
     pub(crate) handshake: Arc<HandshakeConfig>,
     pub(crate) peers: BTreeMap<NodeId, (String, Addr<PeerLink>)>,
     pub(crate) known_members: Arc<std::sync::RwLock<std::collections::BTreeSet<NodeId>>>,
+    /// In-process nodes: messages go to the peers' mailboxes instead of a `PeerLink`.
+    pub(crate) local_net: Option<crate::inproc::LocalNet>,
 
     // The persistence pipeline.
     queued: Option<Write>,
@@ -90,6 +92,7 @@ impl RaftActor {
             handshake,
             peers: BTreeMap::new(),
             known_members,
+            local_net: None,
             queued: None,
             queued_barrier: 0,
             write_in_flight: false,
@@ -238,6 +241,20 @@ impl RaftActor {
     }
 
     pub(crate) fn send_wire(&mut self, to: NodeId, msg: WireMessage) {
+        if let Some(net) = &self.local_net {
+            let peer = net.read().ok().and_then(|n| n.get(&to).cloned());
+            let m = &self.shared.metrics;
+            match peer {
+                Some(addr) => {
+                    addr.do_send(Inbound { from: self.cfg.id, msg });
+                    m.messages_sent.fetch_add(1, Ordering::Relaxed);
+                }
+                None => {
+                    m.messages_dropped_unconnected.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            return;
+        }
         if let Some((_, link)) = self.peers.get(&to) {
             link.do_send(Outbound(msg));
         } else {
@@ -262,6 +279,9 @@ impl RaftActor {
         }
         if let Ok(mut k) = self.known_members.write() {
             *k = members.clone();
+        }
+        if self.local_net.is_some() {
+            return;
         }
         let stale: Vec<NodeId> = self
             .peers

@@ -19,6 +19,7 @@ use crate::apply_actor::ApplyActor;
 use crate::config::NodeConfig;
 use crate::election_actor::ElectionActor;
 use crate::handle::NodeHandle;
+use crate::inproc::LocalNet;
 use crate::log_actor::LogActor;
 use crate::raft_actor::RaftActor;
 use crate::shared::Shared;
@@ -43,8 +44,29 @@ pub enum StartError {
 /// log and state machine (usually sharing one fjall database).
 pub async fn start_node(
     cfg: NodeConfig,
+    store: Box<dyn LogStore>,
+    sm: Box<dyn StateMachine>,
+) -> Result<NodeHandle, StartError> {
+    start(cfg, store, sm, None).await
+}
+
+/// Starts a node whose raft messages travel through `net` to the other nodes started on it
+/// in this process, instead of TCP (`cfg.listen` is not bound). For the in-process
+/// benchmark.
+pub async fn start_node_in_process(
+    cfg: NodeConfig,
+    store: Box<dyn LogStore>,
+    sm: Box<dyn StateMachine>,
+    net: LocalNet,
+) -> Result<NodeHandle, StartError> {
+    start(cfg, store, sm, Some(net)).await
+}
+
+async fn start(
+    cfg: NodeConfig,
     mut store: Box<dyn LogStore>,
     sm: Box<dyn StateMachine>,
+    net: Option<LocalNet>,
 ) -> Result<NodeHandle, StartError> {
     let state = store.load()?;
     let bootstrap = recover_bootstrap(&cfg, store.as_mut())?;
@@ -106,29 +128,37 @@ pub async fn start_node(
     }
     let hs = Arc::new(hs);
 
-    let listener = tokio::net::TcpListener::bind(&cfg.listen)
-        .await
-        .map_err(|e| StartError::Bind { addr: cfg.listen.clone(), source: e })?;
+    let listener = match net {
+        Some(_) => None,
+        None => Some(
+            tokio::net::TcpListener::bind(&cfg.listen)
+                .await
+                .map_err(|e| StartError::Bind { addr: cfg.listen.clone(), source: e })?,
+        ),
+    };
 
     let tick = Duration::from_millis(cfg.tick_ms.max(1));
     let request_timeout = cfg.request_timeout;
     let election_max_ms = cfg.election_timeout_ms.1;
     let (cfg2, shared2, hs2, known2) = (cfg.clone(), shared.clone(), hs.clone(), known.clone());
+    let net2 = net.clone();
     let raft = Supervisor::start(move |_| {
         let mut actor = RaftActor::new(core, cfg2, shared2, log, apply, hs2, known2, snapshot_dir);
         actor.snapshots.current = latest;
         actor.snapshots.writer = Some(writer);
+        actor.local_net = net2;
         actor
     });
+    if let Some(net) = &net
+        && let Ok(mut n) = net.write()
+    {
+        n.insert(cfg.id, raft.clone());
+    }
     let clock_raft = raft.clone();
     Supervisor::start(move |_| ElectionActor { raft: clock_raft, tick });
-    Listener {
-        listener: Some(listener),
-        handshake: hs,
-        raft: raft.clone(),
-        shared: shared.clone(),
+    if listener.is_some() {
+        Listener { listener, handshake: hs, raft: raft.clone(), shared: shared.clone() }.start();
     }
-    .start();
 
     Ok(NodeHandle::new(raft, shared, cfg.id, request_timeout, election_max_ms))
 }
