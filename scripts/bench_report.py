@@ -104,13 +104,15 @@ def render(rows):
     peak_any = defaultdict(list)
     for (w, c, t), rs in loads.items():
         peak_any[t] += [max(r["rss_peak_kib"].values() or [0]) for r in rs]
-    mb = lambda v: "—" if v is None else f"{v / 1024:.1f} MiB"
+    # Targets are in MB (10^6 bytes); VmRSS is in KiB.
+    mb = lambda v: "—" if v is None else f"{v * 1024 / 1e6:.1f} MB"
+    within = lambda v, limit_mb: v is not None and v * 1024 <= limit_mb * 1e6
     out += ["RSS per node (VmRSS; the largest of the 3 nodes, median over repetitions):", "",
             "| | Flotilla | etcd | target |", "|---|---:|---:|---|",
             f"| idle, fresh cluster | {mb(med(idle['flotilla']))} | {mb(med(idle['etcd']))} | ≤ 25 MB: "
-            f"{'met' if idle['flotilla'] and med(idle['flotilla']) <= 25 * 1000 else 'missed'} |",
+            f"{'met' if within(med(idle['flotilla']), 25) else 'missed'} |",
             f"| peak under put, 64 clients | {mb(med(under['flotilla']))} | {mb(med(under['etcd']))} | ≤ 100 MB: "
-            f"{'met' if under['flotilla'] and med(under['flotilla']) <= 100 * 1000 else 'missed'} |",
+            f"{'met' if within(med(under['flotilla']), 100) else 'missed'} |",
             f"| peak over every workload | {mb(max(peak_any['flotilla'], default=None))} | "
             f"{mb(max(peak_any['etcd'], default=None))} | |", ""]
 

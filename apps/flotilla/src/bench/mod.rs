@@ -290,3 +290,62 @@ fn suite(s: SuiteArgs) -> Result<()> {
         Ok(())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: BenchCmd,
+    }
+
+    fn parse(args: &[&str]) -> Result<BenchCmd, clap::Error> {
+        Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied())).map(|c| c.cmd)
+    }
+
+    #[test]
+    fn workloads_parse_with_their_defaults() {
+        let BenchCmd::Put(l) = parse(&["put"]).unwrap() else { panic!("put") };
+        assert_eq!((l.shape.clients, l.shape.key_size, l.shape.value_size), (1, 16, 128));
+        assert_eq!(l.shape.duration, Duration::from_secs(10));
+        assert_eq!(l.target.target, Target::Flotilla);
+        let BenchCmd::Get(l) = parse(&[
+            "get",
+            "--target",
+            "etcd",
+            "--clients",
+            "64",
+            "--duration",
+            "500ms",
+            "--local",
+        ])
+        .unwrap() else {
+            panic!("get")
+        };
+        assert_eq!((l.target.target, l.shape.clients, l.target.local), (Target::Etcd, 64, true));
+        assert_eq!(l.shape.duration, Duration::from_millis(500));
+        let BenchCmd::Mixed(l) = parse(&["mixed", "--endpoints", "a:1,b:2"]).unwrap() else {
+            panic!("mixed")
+        };
+        assert_eq!(l.target.endpoints, ["a:1", "b:2"]);
+        assert_eq!(l.shape.read_percent, 90);
+        let BenchCmd::Failover(f) = parse(&["failover", "--runs", "3"]).unwrap() else {
+            panic!("failover")
+        };
+        assert_eq!(f.runs, 3);
+    }
+
+    #[test]
+    fn bad_arguments_are_refused() {
+        assert!(parse(&["put", "--target", "zookeeper"]).is_err());
+        assert!(parse(&["put", "--duration", "ten"]).is_err());
+        let BenchCmd::Put(l) = parse(&["put", "--clients", "0"]).unwrap() else { panic!("put") };
+        assert!(l.shape.check().is_err());
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(Workload::parse("scan").is_err());
+    }
+}
