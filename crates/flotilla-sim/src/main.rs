@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! flotilla-sim --seeds 100000 [--start 0] [--nodes 3|5|7] [--profile NAME] [--threads N] [--no-validate]
+//!     [--closed-loop] [--no-linearizability]
 //! flotilla-sim --seed 1234 --trace [--nodes 5] [--profile churn]
 //! ```
 
@@ -12,6 +13,7 @@ use flotilla_sim::{SimOptions, run_seed, run_seeds};
 
 const USAGE: &str = "usage: flotilla-sim [--seeds N] [--start S] [--seed S] [--trace] [--nodes 3|5|7]
                     [--profile NAME] [--clients N] [--chaos-ticks N] [--threads N] [--no-validate]
+                    [--closed-loop] [--no-linearizability]
                     [--broken figure8|vote_restriction|persist_order]  (needs --features broken-variants)";
 
 struct Args {
@@ -42,6 +44,8 @@ fn parse() -> Result<Args, String> {
             "--threads" => a.threads = num(it.next(), "--threads")? as usize,
             "--trace" => a.opts.trace = true,
             "--no-validate" => a.opts.validate = false,
+            "--closed-loop" => a.opts.think_us = (0, 0),
+            "--no-linearizability" => a.opts.linearizability = false,
             "--nodes" => {
                 let n = num(it.next(), "--nodes")? as usize;
                 if ![3, 5, 7].contains(&n) {
