@@ -21,6 +21,8 @@ pub const CRASH_LOOP_MAX: usize = 3;
 pub const CRASH_WINDOW_MS: Ms = 30_000;
 /// Delay before restarting a node that crashed on its own (the launcher's duty, DESIGN.md).
 pub const RESTART_DELAY_MS: Ms = 1_000;
+/// How long a removed node has to exit on its own.
+pub const REMOVED_GRACE_MS: Ms = 5_000;
 /// Node ids go no higher (ids are never reused; add-node stops here).
 pub const MAX_NODE_ID: u64 = 9;
 
@@ -185,6 +187,8 @@ pub enum Shown {
     Unresponsive,
     Paused,
     Down,
+    /// Running, but in no configuration yet (started with `--join`).
+    Joining,
     Left,
 }
 
@@ -200,6 +204,7 @@ impl Shown {
             Shown::Unresponsive => "no answer",
             Shown::Paused => "PAUSED",
             Shown::Down => "DOWN",
+            Shown::Joining => "joining",
             Shown::Left => "left",
         }
     }
@@ -226,6 +231,12 @@ pub struct NodeView {
     pub restart_at: Option<Ms>,
     /// We asked the cluster to remove it.
     pub removing: bool,
+    /// The cluster confirmed its removal at this time; it should exit on its own soon.
+    pub removed_at: Option<Ms>,
+    /// The timer was not reset between the last two polls: it runs freely (no leader is
+    /// heard), so the bar may move on between polls. While heartbeats reset it every few
+    /// tens of ms, moving it on would draw a sawtooth that is not there.
+    pub timer_free: bool,
 }
 
 impl NodeView {
@@ -243,6 +254,8 @@ impl NodeView {
             crashes: VecDeque::new(),
             restart_at: None,
             removing: false,
+            removed_at: None,
+            timer_free: false,
         }
     }
 
@@ -265,6 +278,11 @@ impl NodeView {
             && now.saturating_sub(self.status_at) < UNRESPONSIVE_AFTER_MS * 2
     }
 
+    /// In its own configuration (a node that is still joining knows no members yet).
+    pub fn is_member(&self) -> bool {
+        self.status.as_ref().is_some_and(|s| s.members.iter().any(|m| m.id == self.id))
+    }
+
     pub fn shown(&self, now: Ms) -> Shown {
         match &self.proc {
             Proc::Left => return Shown::Left,
@@ -276,6 +294,12 @@ impl NodeView {
         let Some(st) = &self.status else { return Shown::Starting };
         if !self.responsive(now) {
             return Shown::Unresponsive;
+        }
+        if st.removed {
+            return Shown::Left;
+        }
+        if !self.is_member() {
+            return Shown::Joining;
         }
         let learner = st.members.iter().any(|m| m.id == self.id && !m.voter);
         match st.role.as_str() {
@@ -295,7 +319,11 @@ impl NodeView {
         if st.role == "leader" || !self.responsive(now) || st.election_timeout_ms == 0 {
             return None;
         }
-        let elapsed = st.election_elapsed_ms + now.saturating_sub(self.status_at);
+        if !self.is_member() {
+            return None;
+        }
+        let moved_on = if self.timer_free { now.saturating_sub(self.status_at) } else { 0 };
+        let elapsed = st.election_elapsed_ms + moved_on;
         Some((elapsed.min(st.election_timeout_ms), st.election_timeout_ms))
     }
 }
@@ -321,7 +349,13 @@ pub struct TimelineEntry {
     pub node: Option<u64>,
     pub kind: TimelineKind,
     pub text: String,
+    /// The same thing happened this many more times since (an isolated node pre-voting
+    /// every timeout is one line, not a screenful).
+    pub repeats: u32,
 }
+
+/// Repeats of the same entry within this long fold into one line.
+pub const REPEAT_FOLD_MS: Ms = 10_000;
 
 /// Why the cluster has (or may have) no leader, since when.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -453,9 +487,19 @@ impl App {
     }
 
     fn note(&mut self, at: Ms, node: Option<u64>, kind: TimelineKind, text: impl Into<String>) {
+        let text = text.into();
+        // Fold a repeat of this node's latest entry.
+        if let Some(last) =
+            self.timeline.iter_mut().rev().find(|e| e.node == node && node.is_some())
+            && last.text == text
+            && at.saturating_sub(last.at) <= REPEAT_FOLD_MS
+        {
+            last.repeats += 1;
+            return;
+        }
         // Streams from different nodes interleave: keep the story in time order.
         let pos = self.timeline.iter().rposition(|e| e.at <= at).map_or(0, |p| p + 1);
-        self.timeline.insert(pos, TimelineEntry { at, node, kind, text: text.into() });
+        self.timeline.insert(pos, TimelineEntry { at, node, kind, text, repeats: 0 });
         while self.timeline.len() > TIMELINE_MAX {
             self.timeline.pop_front();
         }
@@ -589,6 +633,22 @@ fn on_tick(app: &mut App, out: &mut Vec<Action>) {
         let term = app.cluster.leader_term;
         let text = close_leaderless(&mut app.cluster, seen, term);
         app.note(seen, Some(leader), TimelineKind::Leader, text);
+    }
+    // A removed node exits on its own (INTERFACE.md); one that has not after a while (it
+    // never learned of its removal) is stopped, so it does not linger as a ghost.
+    let lingering: Vec<u64> = app
+        .nodes
+        .values()
+        .filter(|n| n.pid().is_some())
+        .filter(|n| n.removed_at.is_some_and(|t| now.saturating_sub(t) >= REMOVED_GRACE_MS))
+        .map(|n| n.id)
+        .collect();
+    for id in lingering {
+        if let Some(n) = app.nodes.get_mut(&id) {
+            n.removed_at = Some(now);
+        }
+        app.note(now, Some(id), TimelineKind::Membership, "removed but still running: stopping it");
+        out.push(Action::Kill(id));
     }
     // Restarts scheduled after a crash.
     let due: Vec<u64> = app
@@ -783,6 +843,11 @@ fn on_status(app: &mut App, node: u64, at: Ms, result: Result<Status, String>) {
     }
     let (role, term, commit) = (st.role.clone(), st.term, st.commit_index);
     let isolated = n.isolated;
+    let since_last = at.saturating_sub(n.status_at);
+    n.timer_free = n.status.as_ref().is_some_and(|prev| {
+        st.election_elapsed_ms >= prev.election_elapsed_ms + since_last / 2
+            && st.election_elapsed_ms >= since_last
+    });
     n.status = Some(st);
     n.status_at = at;
     n.failing_since = None;
@@ -970,7 +1035,11 @@ fn on_proc(app: &mut App, p: ProcEvent) {
         }
         ProcEvent::Killed { id, pid, at } => {
             if let Some(n) = app.nodes.get_mut(&id) {
-                n.proc = Proc::Down { why: "killed -9".into() };
+                n.proc = if n.removed_at.is_some() {
+                    Proc::Left
+                } else {
+                    Proc::Down { why: "killed -9".into() }
+                };
                 n.status = None;
             }
             app.note(at, Some(id), K::Process, format!("killed -9 (pid {pid})"));
@@ -1046,6 +1115,11 @@ fn on_action_done(app: &mut App, at: Ms, action: Action, ok: bool, text: String)
         app.note(at, None, TimelineKind::Error, format!("{} failed: {text}", action.describe()));
     }
     match action {
+        Action::RemoveNode { id, .. } if ok => {
+            if let Some(n) = app.nodes.get_mut(&id) {
+                n.removed_at = Some(at);
+            }
+        }
         Action::Isolate(id) if ok => {
             if let Some(n) = app.nodes.get_mut(&id) {
                 n.isolated = true;

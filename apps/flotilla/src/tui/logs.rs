@@ -89,6 +89,15 @@ fn render_row(n: &NodeView, shown: Shown, lo: u64, hi: u64, area: Rect, buf: &mu
     let last = st.map_or(n.log.last().map_or(0, |e| e.index), |s| s.last_log_index);
     // A node that is down or paused keeps its last known log, dimmed.
     let dim = matches!(shown, Shown::Down | Shown::Paused | Shown::Unresponsive);
+    if last < lo && hi > 0 {
+        // Its whole log is left of the window: say how far behind it is.
+        let text = match last {
+            0 => "(empty log)".to_string(),
+            _ => format!("… ends at {last}, {} behind", hi - last),
+        };
+        buf.set_stringn(area.x, area.y, text, area.width as usize, theme::DIM);
+        return;
+    }
     let base = n.log.first().map_or(0, |e| e.index);
     for (col, i) in (lo..=hi).enumerate() {
         if col as u16 >= area.width {

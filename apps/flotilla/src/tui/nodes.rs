@@ -155,7 +155,7 @@ fn render_timer(n: &NodeView, now: u64, shown: Shown, area: Rect, buf: &mut Buff
             text(buf, &format!("? {}", n.fail_reason), theme::DIM);
             return;
         }
-        Shown::Starting | Shown::Left => return,
+        Shown::Starting | Shown::Left | Shown::Joining => return,
         _ => {}
     }
     if n.removing {

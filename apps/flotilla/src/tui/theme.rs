@@ -30,7 +30,7 @@ pub fn role(s: Shown) -> Style {
         Shown::Unresponsive => base.fg(Color::LightRed),
         Shown::Paused => base.fg(Color::Black).bg(Color::Magenta),
         Shown::Down => base.fg(Color::White).bg(Color::Red).add_modifier(Modifier::BOLD),
-        Shown::Starting | Shown::Left => base.fg(Color::DarkGray),
+        Shown::Starting | Shown::Joining | Shown::Left => base.fg(Color::DarkGray),
     }
 }
 

@@ -31,6 +31,10 @@ impl Widget for TimelinePanel<'_> {
                 Span::styled(format!("{secs:>7.3} "), theme::DIM),
                 Span::styled(format!("{who} "), theme::FIGURE),
                 Span::styled(e.text.as_str(), theme::timeline(e.kind)),
+                Span::styled(
+                    if e.repeats > 0 { format!(" ×{}", e.repeats + 1) } else { String::new() },
+                    theme::FIGURE,
+                ),
             ]);
             line.render(Rect { y: inner.y + row as u16, height: 1, ..inner }, buf);
         }

@@ -93,7 +93,8 @@ fn events_loop(node: u64, base: &str, sh: &Shared, stop: &AtomicBool) {
         .build()
         .new_agent();
     let url = format!("{base}/v1/events");
-    let mut backoff_ms = 100;
+    // Short at first: a starting node's first election is worth seeing.
+    let mut backoff_ms = 25;
     while !stop.load(Ordering::Relaxed) {
         let resp = match agent.get(&url).call() {
             Ok(r) if r.status().as_u16() == 200 => r,
@@ -103,7 +104,7 @@ fn events_loop(node: u64, base: &str, sh: &Shared, stop: &AtomicBool) {
                 continue;
             }
         };
-        backoff_ms = 100;
+        backoff_ms = 25;
         sh.send(AppEvent::Stream { node, connected: true });
         let mut reader = BufReader::new(resp.into_body().into_reader());
         let mut line = String::new();

@@ -5,7 +5,7 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use super::fixtures::*;
 use crate::tui::app::{
     Action, AppEvent, CRASH_LOOP_MAX, DEMO_RESTART_AFTER_MS, DEMO_SETTLE_MS, Demo, Proc, ProcEvent,
-    RESTART_DELAY_MS, Shown, TimelineKind, update,
+    REMOVED_GRACE_MS, RESTART_DELAY_MS, Shown, TimelineKind, update,
 };
 use crate::tui::wire::{EventKind, FaultsEvent};
 
@@ -301,6 +301,68 @@ fn the_timeline_stays_in_time_order_across_nodes() {
     let n = a.timeline.len();
     assert!(a.timeline[n - 2].at <= a.timeline[n - 1].at);
     assert_eq!(a.timeline[n - 1].node, Some(2));
+}
+
+#[test]
+fn a_timer_reset_by_heartbeats_is_not_moved_on_between_polls() {
+    let mut a = steady3();
+    let t = a.now;
+    for (i, elapsed) in [(1, 20), (2, 35), (3, 10)] {
+        let mut s = a.nodes[&2].status.clone().unwrap();
+        s.election_elapsed_ms = elapsed;
+        send_status(&mut a, s, t + 150 * i);
+    }
+    let n2 = &a.nodes[&2];
+    assert_eq!(n2.election_timer(n2.status_at + 100), Some((10, 220)), "no sawtooth");
+    // No heartbeat since: the timer runs freely, and the bar follows it between polls.
+    let mut s = a.nodes[&2].status.clone().unwrap();
+    s.election_elapsed_ms = 160;
+    send_status(&mut a, s, t + 600);
+    let n2 = &a.nodes[&2];
+    assert_eq!(n2.election_timer(n2.status_at + 40), Some((200, 220)));
+}
+
+#[test]
+fn repeats_fold_into_one_timeline_line() {
+    let mut a = steady3();
+    let t = a.now;
+    for i in 0..5 {
+        event(&mut a, 3, 3, t + 250 * i, EventKind::ElectionStarted { pre_vote: true });
+    }
+    let last = a.timeline.back().unwrap();
+    assert_eq!((last.text.as_str(), last.repeats), ("timeout: pre-vote for t3", 4));
+}
+
+#[test]
+fn a_removed_node_that_does_not_exit_is_stopped_after_a_grace_period() {
+    let mut a = steady3();
+    a.selected = 3;
+    key(&mut a, 'd');
+    let t = a.now;
+    let done = AppEvent::ActionDone {
+        at: t,
+        action: Action::RemoveNode { id: 3, via: 1 },
+        ok: true,
+        text: "ok".into(),
+    };
+    update(&mut a, done);
+    assert!(tick(&mut a, t + 1_000).is_empty());
+    assert_eq!(tick(&mut a, t + REMOVED_GRACE_MS), vec![Action::Kill(3)]);
+    killed(&mut a, 3, t + REMOVED_GRACE_MS + 10);
+    assert_eq!(a.nodes[&3].proc, Proc::Left);
+}
+
+#[test]
+fn a_joining_node_shows_as_such_without_a_timer() {
+    let mut a = steady3();
+    let mut s = status(4, "follower", 0, None, 0);
+    s.election_elapsed_ms = 9_000;
+    a.nodes.insert(4, crate::tui::app::NodeView::new(4));
+    let now = a.now;
+    started(&mut a, 4, now);
+    send_status(&mut a, s, now);
+    assert_eq!(a.nodes[&4].shown(a.now), Shown::Joining);
+    assert_eq!(a.nodes[&4].election_timer(a.now), None);
 }
 
 #[test]
