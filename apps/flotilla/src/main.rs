@@ -8,6 +8,7 @@ mod join;
 mod launcher;
 mod node_cmd;
 mod sim_cmd;
+mod tui;
 
 use clap::{Parser, Subcommand};
 
@@ -20,6 +21,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
+    /// The TUI: start a local cluster and watch it live (the default with no arguments).
+    Up(tui::UpArgs),
     /// Run one node process (restarting with the same data dir recovers its state).
     Node(node_cmd::NodeArgs),
     /// Local clusters without the TUI.
@@ -52,10 +55,9 @@ fn main() {
         Some(Cmd::Status(a)) => client_cmd::run_status(a),
         Some(Cmd::Sim(a)) => sim_cmd::run(a),
         Some(Cmd::Bench(a)) => bench::run(a),
-        // Until the TUI lands, a bare `flotilla` runs the simulator over 2,000 seeds.
-        None => {
-            sim_cmd::run(sim_cmd::SimArgs { seeds: 2000, start: 0, nodes: None, threads: None })
-        }
+        Some(Cmd::Up(a)) => tui::run(a),
+        // A bare `flotilla` opens the TUI on a local 3-node cluster.
+        None => tui::run(tui::UpArgs::default()),
     };
     if let Err(e) = result {
         eprintln!("flotilla: {e:#}");
