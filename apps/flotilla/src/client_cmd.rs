@@ -128,7 +128,9 @@ pub fn run_kv(cmd: KvCmd) -> Result<()> {
                 "lease" => ReadConsistency::Lease,
                 "stale" => ReadConsistency::Stale,
                 other => {
-                    return Err(anyhow!("unknown consistency {other:?} (linearizable|lease|stale)"));
+                    return Err(anyhow!(
+                        "unknown consistency {other:?} (linearizable|lease|stale)"
+                    ));
                 }
             };
             let out = client(&endpoints)?.get(&key, c)?;
