@@ -16,6 +16,10 @@
 //! loop's. The `paired` run at the end alternates one raw sync and one store write, round
 //! after round (swapping which goes first), and prints medians and their ratio: that ratio
 //! is the figure to read. Run it alone with `cargo bench -p flotilla-log -- paired`.
+//!
+//! `reopen_cpu` (also printed at the end) repeats open and load of a 10^6-entry store and
+//! reports wall time beside the process's CPU time (getrusage): on a busy machine the wall
+//! time mostly measures the other tenants.
 
 use std::fs::File;
 use std::io::Write;
@@ -128,15 +132,7 @@ fn commit(c: &mut Criterion) {
 
 fn reopen(c: &mut Criterion) {
     let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
-    {
-        let mut store = FjallLogStore::open(dir.path(), identity()).expect("open");
-        let mut next = 1;
-        while next <= REOPEN_ENTRIES {
-            let n = 1_000.min(REOPEN_ENTRIES - next + 1) as usize;
-            store.write(None, &batch(next, n)).expect("write");
-            next += n as u64;
-        }
-    }
+    build_store(dir.path(), REOPEN_ENTRIES);
     let mut group = c.benchmark_group("reopen");
     group
         .sample_size(10)
@@ -224,17 +220,68 @@ fn paired(quick: bool) {
     }
 }
 
+/// The process's user + system CPU time so far.
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage only writes into the struct we pass.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
+}
+
+/// Opens and loads a 10^6-entry store several times; prints wall and CPU time.
+fn reopen_cpu(quick: bool) {
+    let entries = if quick { 10_000 } else { REOPEN_ENTRIES };
+    let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
+    build_store(dir.path(), entries);
+    println!("\nreopen_cpu: {entries} entries; wall / process CPU (user+sys), load average");
+    for _ in 0..if quick { 1 } else { 6 } {
+        let (wall, cpu) = (std::time::Instant::now(), cpu_time());
+        let store = FjallLogStore::open(dir.path(), identity()).expect("open");
+        let (open_wall, open_cpu) = (wall.elapsed(), cpu_time() - cpu);
+        let (wall, cpu) = (std::time::Instant::now(), cpu_time());
+        let state = store.load().expect("load");
+        let (load_wall, load_cpu) = (wall.elapsed(), cpu_time() - cpu);
+        assert_eq!(state.entries.len() as u64, entries);
+        let load_avg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        println!(
+            "open {:>9} / {:>9}   load {:>9} / {:>9}   ({})",
+            format!("{open_wall:.0?}"),
+            format!("{open_cpu:.0?}"),
+            format!("{load_wall:.0?}"),
+            format!("{load_cpu:.0?}"),
+            load_avg.split(' ').next().unwrap_or("?")
+        );
+    }
+}
+
+fn build_store(dir: &Path, entries: u64) {
+    let mut store = FjallLogStore::open(dir, identity()).expect("open");
+    let mut next = 1;
+    while next <= entries {
+        let n = 1_000.min(entries - next + 1) as usize;
+        store.write(None, &batch(next, n)).expect("write");
+        next += n as u64;
+    }
+}
+
 criterion_group!(benches, commit, reopen);
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--test");
     let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
-    if filters.is_empty() || filters.iter().any(|f| !"paired".contains(f.as_str())) {
+    let extra = ["paired", "reopen_cpu"];
+    let wants =
+        |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
+    if filters.is_empty() || filters.iter().any(|f| !extra.iter().any(|e| e.contains(f.as_str()))) {
         benches();
         Criterion::default().configure_from_args().final_summary();
     }
-    if filters.is_empty() || filters.iter().any(|f| "paired".contains(f.as_str())) {
+    if wants("paired") {
         paired(quick);
+    }
+    if wants("reopen_cpu") {
+        reopen_cpu(quick);
     }
 }

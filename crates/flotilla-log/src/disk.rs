@@ -368,8 +368,8 @@ impl FjallLogStore {
 
     /// Reads and verifies entries `lo..hi`, which the caller has checked are stored.
     fn read_range(&self, lo: LogIndex, hi: LogIndex) -> Result<Vec<Entry>, LogError> {
-        const PREALLOC_MAX: u64 = 1 << 16;
-        let mut out = Vec::with_capacity((hi.0 - lo.0).min(PREALLOC_MAX) as usize);
+        // The range is within the cached bounds of what is stored, so this is the real size.
+        let mut out = Vec::with_capacity((hi.0 - lo.0) as usize);
         let mut expected = lo;
         for guard in self.log.range(entry_key(lo)..entry_key(hi)) {
             let (key, value) = guard.into_inner().map_err(reading(expected))?;

@@ -51,7 +51,12 @@ impl Mark {
             return Ok((mark, None));
         }
         let mut buf = [0u8; MARK_BYTES];
-        let damaged = |reason: String| LogError::CorruptMeta { key: MARK_FILE.into(), reason };
+        // The reason names the file's full path: an operator reading the refusal in a
+        // node's log must know which data directory is damaged.
+        let damaged = |reason: String| LogError::CorruptMeta {
+            key: MARK_FILE.into(),
+            reason: format!("{reason} ({})", mark.path.display()),
+        };
         if len != MARK_BYTES as u64 {
             return Err(damaged(format!("{len} bytes instead of {MARK_BYTES}")));
         }
