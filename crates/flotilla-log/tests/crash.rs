@@ -5,6 +5,7 @@
 //!
 //! The child is this test binary, re-executed with `--exact crash_child --ignored`.
 //! Set `FLOTILLA_CRASH_SEED` to replay a run; `FLOTILLA_CRASH_ROUNDS` to change its length.
+//! It runs up to 25 rounds, stopping early after a 45 s budget but never before 8 rounds.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
@@ -312,7 +313,8 @@ fn crash_durability() {
     let (mut child_time, mut verify_time) = (Duration::ZERO, Duration::ZERO);
 
     for round_no in 0..rounds {
-        if started.elapsed() > TIME_BUDGET {
+        // The budget is soft: a slow (or busy) machine still runs ROUNDS_MIN rounds.
+        if round_no >= ROUNDS_MIN && started.elapsed() > TIME_BUDGET {
             break;
         }
         let ctx = format!("seed {seed} round {round_no}");
@@ -376,5 +378,5 @@ fn crash_durability() {
         model.last(),
         started.elapsed()
     );
-    assert!(done >= ROUNDS_MIN, "only {done} rounds ran within {TIME_BUDGET:?} (seed {seed})");
+    assert!(done >= ROUNDS_MIN.min(rounds), "only {done} rounds ran (seed {seed})");
 }
