@@ -38,6 +38,10 @@ pub(crate) struct Progress {
     pub(crate) recent_active: bool,
     /// The highest heartbeat round this follower acknowledged in the current term.
     pub(crate) acked_seq: u64,
+    /// The heartbeat round of our last probe of the last entry sent (see
+    /// `probe_last_sent`). Invariant: at most one such probe per round, so answers to
+    /// probes (and their duplicates) cannot beget probes without end.
+    pub(crate) probed_seq: u64,
     /// Set once a committed configuration no longer has this peer: see [`Leaving`].
     pub(crate) leaving: Option<Leaving>,
 }
@@ -71,6 +75,7 @@ impl Progress {
             snapshot_ticks: 0,
             recent_active: false,
             acked_seq: 0,
+            probed_seq: 0,
             leaving: None,
         }
     }

@@ -288,6 +288,7 @@ impl RaftCore {
             return;
         }
         let last_index = self.log.last_index();
+        let hb_seq = self.hb_seq;
         let Some(pr) = self.progress.get_mut(&from) else { return };
         pr.recent_active = true;
         pr.acked_seq = pr.acked_seq.max(read_seq);
@@ -315,13 +316,16 @@ impl RaftCore {
                 }
                 self.maybe_commit();
                 self.maybe_send_timeout_now(from);
-            } else if pr.next_index.prev() > pr.match_index {
+            } else if pr.next_index.prev() > pr.match_index && read_seq > pr.probed_seq {
                 // An answer that acknowledges nothing new (a heartbeat's) while entries are
                 // in flight: some AppendEntries may have been lost, and in Replicate mode
                 // nothing would resend them before the next proposal (never, once lost
                 // messages fill the in-flight window). Ask whether the follower holds the
                 // last entry sent, as etcd-raft does on heartbeat answers; if it does not,
-                // its rejection sends us back to Probe from match_index.
+                // its rejection sends us back to Probe from match_index. Only once per
+                // heartbeat round: the probe's own answer (or a duplicate) must not probe
+                // again, or every answer begets a message and duplicates make a storm.
+                pr.probed_seq = hb_seq;
                 self.probe_last_sent(from);
             }
         } else {
