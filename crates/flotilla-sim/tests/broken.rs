@@ -36,7 +36,7 @@ fn caught(profile: Profile, broken: Broken, max_seeds: u64) -> (u64, String) {
 #[test]
 fn broken_figure8_commit_rule_is_caught() {
     let (seed, property) =
-        caught(Profile::Churn, Broken { figure8: true, ..Broken::default() }, 2_000);
+        caught(Profile::Churn, Broken { figure8: true, ..Broken::default() }, 5_000);
     eprintln!("figure8: seed {seed} violates {property}");
 }
 
