@@ -89,10 +89,13 @@ fn start(l: &mut Launcher, id: u64, join: Option<&str>, tx: &Sender<AppEvent>) {
 
 fn kill(l: &mut Launcher, id: u64, tx: &Sender<AppEvent>) {
     let Some(pid) = l.pid(id) else { return };
+    // The moment the trigger is pulled (reaping the child afterwards takes a while on a
+    // busy machine and must not count towards the failover).
+    let at = now_ms();
     let ev = match l.kill9(id) {
         Ok(()) => {
             track(pid, false);
-            ProcEvent::Killed { id, pid, at: now_ms() }
+            ProcEvent::Killed { id, pid, at }
         }
         Err(e) => ProcEvent::Failed { id, at: now_ms(), error: format!("kill n{id}: {e:#}") },
     };
