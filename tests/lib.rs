@@ -272,8 +272,8 @@ pub fn put_retry(apis: &[String], key: &str, value: &str, deadline: Instant) -> 
     let mut target = apis[0].clone();
     loop {
         let r = agent.put(&format!("{target}/v1/kv/{key}")).send(value);
-        match r {
-            Ok(resp) => match resp.status().as_u16() {
+        if let Ok(resp) = r {
+            match resp.status().as_u16() {
                 200 => return WriteOutcome::Ok,
                 307 => {
                     if let Some(loc) = resp.headers().get("location").and_then(|l| l.to_str().ok())
@@ -284,8 +284,7 @@ pub fn put_retry(apis: &[String], key: &str, value: &str, deadline: Instant) -> 
                 }
                 504 => return WriteOutcome::Unknown,
                 _ => {}
-            },
-            Err(_) => {}
+            }
         }
         if Instant::now() >= deadline {
             return WriteOutcome::Refused(0);
