@@ -55,6 +55,8 @@ pub struct Cluster {
     pub spec: String,
     pub extra: Vec<String>,
     bin: PathBuf,
+    /// Nodes started with `--join URL` instead of `--initial-cluster`.
+    joins: BTreeMap<u64, String>,
 }
 
 impl Cluster {
@@ -87,6 +89,7 @@ impl Cluster {
             spec,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             bin: flotilla_bin(),
+            joins: BTreeMap::new(),
         };
         for id in 1..=n {
             c.spawn(id);
@@ -107,8 +110,12 @@ impl Cluster {
             .args(["--id", &id.to_string()])
             .arg("--data-dir")
             .arg(&node.data_dir)
-            .args(["--listen", &node.raft, "--api", &node.api, "--initial-cluster", &spec])
-            .arg("--enable-fault-injection")
+            .args(["--listen", &node.raft, "--api", &node.api]);
+        match self.joins.get(&id) {
+            Some(url) => cmd.args(["--join", url]),
+            None => cmd.args(["--initial-cluster", &spec]),
+        };
+        cmd.arg("--enable-fault-injection")
             .args(&extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -121,6 +128,25 @@ impl Cluster {
             });
         }
         node.child = Some(cmd.spawn().expect("spawn flotilla node"));
+    }
+
+    /// Starts a new node `id` (fresh ports and data dir) with `--join URL`: it asks the
+    /// cluster at `url` to add it, as a learner and then as a voter.
+    pub fn spawn_joining(&mut self, id: u64, url: &str) {
+        assert!(!self.nodes.contains_key(&id), "node ids are never reused");
+        let ports = free_ports(2);
+        self.nodes.insert(
+            id,
+            NodeProc {
+                id,
+                raft: format!("127.0.0.1:{}", ports[0]),
+                api: format!("127.0.0.1:{}", ports[1]),
+                data_dir: self.dir.path().join(format!("node-{id}")),
+                child: None,
+            },
+        );
+        self.joins.insert(id, url.to_string());
+        self.spawn(id);
     }
 
     /// SIGKILL (a crash), then reap.
@@ -179,6 +205,29 @@ impl Cluster {
     pub fn heal(&self, id: u64) {
         let r = http().delete(&format!("{}/v1/admin/faults", self.api(id))).call().expect("heal");
         assert_eq!(r.status().as_u16(), 200);
+    }
+
+    /// Waits for node `id` to exit on its own; its exit status, or None at the deadline
+    /// (the node is then still running).
+    pub fn wait_exit(&mut self, id: u64, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let node = self.nodes.get_mut(&id).expect("node");
+            let status = node.child.as_mut()?.try_wait().ok().flatten();
+            if let Some(status) = status {
+                node.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything node `id` wrote to stderr so far.
+    pub fn log_of(&self, id: u64) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("node-{id}.log"))).unwrap_or_default()
     }
 
     /// The tail of every node's log, for failure messages.
@@ -271,8 +320,7 @@ pub fn put_retry(apis: &[String], key: &str, value: &str, deadline: Instant) -> 
     let mut i = 0usize;
     let mut target = apis[0].clone();
     loop {
-        let r = agent.put(&format!("{target}/v1/kv/{key}")).send(value);
-        if let Ok(resp) = r {
+        if let Ok(resp) = agent.put(&format!("{target}/v1/kv/{key}")).send(value) {
             match resp.status().as_u16() {
                 200 => return WriteOutcome::Ok,
                 307 => {
@@ -320,4 +368,268 @@ pub fn eventually(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A JSON request to exactly this URL (no redirect following): (status, JSON body or
+/// Null, Location header).
+pub fn request(method: &str, url: &str, body: Option<&Value>) -> (u16, Value, Option<String>) {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(Duration::from_secs(120)))
+        .build()
+        .new_agent();
+    let r = match (method, body) {
+        ("POST", Some(b)) => agent.post(url).send_json(b),
+        ("POST", None) => agent.post(url).send_empty(),
+        ("DELETE", _) => agent.delete(url).call(),
+        _ => agent.get(url).call(),
+    };
+    match r {
+        Ok(mut r) => {
+            let status = r.status().as_u16();
+            let loc = r.headers().get("location").and_then(|l| l.to_str().ok()).map(String::from);
+            let v = r.body_mut().read_json::<Value>().unwrap_or(Value::Null);
+            (status, v, loc)
+        }
+        Err(e) => (0, Value::String(e.to_string()), None),
+    }
+}
+
+/// An admin request that follows 307 redirects to the leader and retries through elections
+/// (503, broken connections) until `timeout`; returns the last (status, body).
+pub fn admin(
+    method: &str,
+    api: &str,
+    path: &str,
+    body: Option<&Value>,
+    timeout: Duration,
+) -> (u16, Value) {
+    let deadline = Instant::now() + timeout;
+    let mut url = format!("{api}{path}");
+    loop {
+        let (status, v, loc) = request(method, &url, body);
+        match (status, loc) {
+            (307, Some(loc)) => url = loc,
+            (0 | 503, _) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            _ => return (status, v),
+        }
+        if Instant::now() >= deadline {
+            return (status, v);
+        }
+    }
+}
+
+/// One counter or gauge from a node's `/metrics`.
+pub fn metric(api: &str, name: &str) -> Option<f64> {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(2)))
+        .build()
+        .new_agent();
+    let text =
+        agent.get(&format!("{api}/metrics")).call().ok()?.body_mut().read_to_string().ok()?;
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+}
+
+/// Every `/v1/events` line of some nodes, collected in the background from when it is
+/// created (reconnecting while a node restarts).
+pub struct Events {
+    lines: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Events {
+    /// Follows the streams of `apis` (node id, api URL).
+    pub fn follow(apis: &[(u64, String)]) -> Events {
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ev = Events { lines, stop };
+        for (_, api) in apis {
+            ev.add(api);
+        }
+        ev
+    }
+
+    /// Follows one more node's stream.
+    pub fn add(&self, api: &str) {
+        let (lines, stop, url) =
+            (self.lines.clone(), self.stop.clone(), format!("{api}/v1/events"));
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            let agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_connect(Some(Duration::from_secs(1)))
+                .build()
+                .new_agent();
+            let mut tx = Some(tx);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(r) = agent.get(&url).call() {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(());
+                    }
+                    let reader = std::io::BufReader::new(r.into_body().into_reader());
+                    for line in std::io::BufRead::lines(reader) {
+                        let Ok(line) = line else { break };
+                        if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                            lines.lock().unwrap().push(v);
+                        }
+                        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            return;
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        // Wait (briefly) until the stream is open, so that what follows is seen.
+        let _ = rx.recv_timeout(Duration::from_secs(10));
+    }
+
+    /// Every event so far.
+    pub fn all(&self) -> Vec<Value> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Events of `kind` from `node` (any node when None).
+    pub fn of(&self, kind: &str, node: Option<u64>) -> Vec<Value> {
+        self.all()
+            .into_iter()
+            .filter(|e| e["kind"] == kind && node.is_none_or(|n| e["node"].as_u64() == Some(n)))
+            .collect()
+    }
+
+    /// Waits for an event of `kind` from `node` matching `pred`; returns it.
+    pub fn wait_for(
+        &self,
+        kind: &str,
+        node: Option<u64>,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(e) = self.of(kind, node).into_iter().find(|e| pred(e)) {
+                return e;
+            }
+            assert!(Instant::now() < deadline, "no {kind} event from {node:?} within {timeout:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Terms in which more than one node was elected leader, from `leader_elected` events.
+    pub fn terms_with_two_leaders(&self) -> Vec<(u64, Vec<u64>)> {
+        let mut by_term: BTreeMap<u64, std::collections::BTreeSet<u64>> = BTreeMap::new();
+        for e in self.of("leader_elected", None) {
+            if let (Some(t), Some(l)) = (e["term"].as_u64(), e["leader"].as_u64()) {
+                by_term.entry(t).or_default().insert(l);
+            }
+        }
+        by_term
+            .into_iter()
+            .filter(|(_, ls)| ls.len() > 1)
+            .map(|(t, ls)| (t, ls.into_iter().collect()))
+            .collect()
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Writers that each write unique keys (`{prefix}-{writer}-{i}` = the key) through any
+/// node, following redirects, and record what the cluster acknowledged: an acknowledged
+/// key can only be lost, never legitimately overwritten.
+pub struct WriteLoad {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acked: std::sync::Arc<std::sync::Mutex<BTreeMap<String, String>>>,
+    apis: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl WriteLoad {
+    pub fn start(apis: Vec<String>, writers: usize, prefix: &str) -> WriteLoad {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let acked = std::sync::Arc::new(std::sync::Mutex::new(BTreeMap::new()));
+        let apis = std::sync::Arc::new(std::sync::Mutex::new(apis));
+        let threads = (0..writers)
+            .map(|w| {
+                let (stop, acked, apis) = (stop.clone(), acked.clone(), apis.clone());
+                let prefix = prefix.to_string();
+                std::thread::spawn(move || {
+                    let agent = http();
+                    let mut target: Option<String> = None;
+                    let mut i = 0u64;
+                    let mut n = w;
+                    while !stop.load(Ordering::Relaxed) {
+                        let key = format!("{prefix}-{w}-{i}");
+                        // Where the last write was accepted (the leader), else any node.
+                        let api = target.clone().unwrap_or_else(|| {
+                            let apis = apis.lock().unwrap();
+                            n += 1;
+                            apis[n % apis.len()].clone()
+                        });
+                        let url = format!("{api}/v1/kv/{key}");
+                        match agent.put(&url).send(key.as_str()) {
+                            Ok(r) if r.status().as_u16() == 200 => {
+                                acked.lock().unwrap().insert(key.clone(), key);
+                                target = Some(api);
+                                i += 1;
+                            }
+                            Ok(r) if r.status().as_u16() == 307 => {
+                                let loc = r.headers().get("location").and_then(|l| l.to_str().ok());
+                                target = loc.and_then(|l| l.split("/v1/").next()).map(String::from);
+                            }
+                            // Refused (503 no leader): the same key again elsewhere. Unknown
+                            // (504, broken connection): a new key, the old one may or may
+                            // not exist.
+                            Ok(r) if r.status().as_u16() == 503 => {
+                                target = None;
+                                std::thread::sleep(Duration::from_millis(20));
+                            }
+                            _ => {
+                                target = None;
+                                i += 1;
+                                std::thread::sleep(Duration::from_millis(20));
+                            }
+                        }
+                        if target.as_ref().is_some_and(|t| !apis.lock().unwrap().contains(t)) {
+                            target = None;
+                        }
+                    }
+                })
+            })
+            .collect();
+        WriteLoad { stop, acked, apis, threads }
+    }
+
+    /// Where the writers send their requests from now on.
+    pub fn set_apis(&self, apis: Vec<String>) {
+        *self.apis.lock().unwrap() = apis;
+    }
+
+    pub fn acked_count(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    /// Stops the writers; returns every acknowledged write.
+    pub fn stop(self) -> BTreeMap<String, String> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+        std::sync::Arc::try_unwrap(self.acked).map(|m| m.into_inner().unwrap()).unwrap_or_default()
+    }
+}
+
+/// Waits until node `id` has applied at least `index`.
+pub fn wait_applied(c: &Cluster, id: u64, index: u64, timeout: Duration) {
+    eventually(timeout, &format!("node {id} applies {index}"), || {
+        c.status(id).and_then(|s| s["applied_index"].as_u64()).is_some_and(|a| a >= index)
+    });
 }

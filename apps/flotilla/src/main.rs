@@ -1,6 +1,7 @@
 //! `flotilla`: one binary for everything — the TUI, a node, the local launcher, the client,
 //! and simulator runs. Exit codes: 0 clean stop, 2 bad arguments, 1 any other failure.
 
+mod admin_cmd;
 mod bench;
 mod client_cmd;
 mod cluster_cmd;
@@ -33,6 +34,13 @@ enum Cmd {
     Kv(client_cmd::KvCmd),
     /// One table of every node's role, term, leader and indexes.
     Status(client_cmd::StatusArgs),
+    /// Cluster membership: add, remove, list.
+    #[command(subcommand)]
+    Member(admin_cmd::MemberCmd),
+    /// Hand leadership to another voter.
+    TransferLeader(admin_cmd::TransferArgs),
+    /// Take a snapshot on one node now (and compact its log).
+    Snapshot(admin_cmd::SnapshotArgs),
     /// Run the deterministic simulator over many seeds.
     Sim(sim_cmd::SimArgs),
     /// Load generator and failover benchmark (Flotilla or etcd); see docs/benchmarks.md.
@@ -53,6 +61,9 @@ fn main() {
         Some(Cmd::Cluster(c)) => cluster_cmd::run(c),
         Some(Cmd::Kv(c)) => client_cmd::run_kv(c),
         Some(Cmd::Status(a)) => client_cmd::run_status(a),
+        Some(Cmd::Member(c)) => admin_cmd::run_member(c),
+        Some(Cmd::TransferLeader(a)) => admin_cmd::run_transfer(a),
+        Some(Cmd::Snapshot(a)) => admin_cmd::run_snapshot(a),
         Some(Cmd::Sim(a)) => sim_cmd::run(a),
         Some(Cmd::Bench(a)) => bench::run(a),
         Some(Cmd::Up(a)) => tui::run(a),

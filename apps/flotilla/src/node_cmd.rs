@@ -158,7 +158,9 @@ pub fn run(cfg: NodeConfig) -> Result<()> {
             let st = handle.status().await;
             if st["removed"].as_bool() == Some(true) {
                 eprintln!("flotilla node {}: removed from the cluster; exiting", cfg.id);
-                server_handle.stop(true).await;
+                // Graceful, but bounded: an open /v1/events stream never ends by itself.
+                let stop = server_handle.stop(true);
+                let _ = tokio::time::timeout(Duration::from_secs(2), stop).await;
                 return Ok::<(), anyhow::Error>(());
             }
         }

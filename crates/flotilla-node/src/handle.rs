@@ -3,6 +3,7 @@
 //! oneshot completed by the apply thread.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -25,6 +26,29 @@ pub struct NodeHandle {
     id: NodeId,
     request_timeout: Duration,
     election_max_ms: u64,
+    /// Set while an admin membership change runs on this node. Adding a voter is two
+    /// configuration changes (learner, then promotion) with a catch-up in between; the
+    /// core sees no change in flight during the catch-up, so this is what refuses a
+    /// second request meanwhile.
+    admin_busy: Arc<AtomicBool>,
+}
+
+/// Holds `admin_busy` for one admin request.
+struct AdminTurn(Arc<AtomicBool>);
+
+impl AdminTurn {
+    fn take(busy: &Arc<AtomicBool>) -> Result<AdminTurn, AdminError> {
+        if busy.swap(true, Ordering::AcqRel) {
+            return Err(AdminError::ChangeInProgress);
+        }
+        Ok(AdminTurn(busy.clone()))
+    }
+}
+
+impl Drop for AdminTurn {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 /// Why an admin request failed, with the INTERFACE.md code.
@@ -59,7 +83,14 @@ impl NodeHandle {
         request_timeout: Duration,
         election_max_ms: u64,
     ) -> NodeHandle {
-        NodeHandle { raft, shared, id, request_timeout, election_max_ms }
+        NodeHandle {
+            raft,
+            shared,
+            id,
+            request_timeout,
+            election_max_ms,
+            admin_busy: Arc::new(AtomicBool::new(false)),
+        }
     }
 
     /// Hands a client request to the raft actor. Its answer comes on the request's own
@@ -106,38 +137,50 @@ impl NodeHandle {
     }
 
     /// Adds a member (INTERFACE.md `POST /v1/admin/members`). A voter is first added as a
-    /// learner and promoted once it has caught up (within the request deadline).
+    /// learner, which catches up by log or snapshot, and is promoted once it lags the
+    /// leader by at most the core's `learner_catchup_max_lag` entries (within the request
+    /// deadline, else `learner_not_caught_up`; asking again resumes the wait). Answers the
+    /// index at which the final configuration is committed. Adding an existing voter, or
+    /// an existing learner as a learner, changes nothing.
     pub async fn add_member(
         &self,
         id: NodeId,
         addr: NodeAddr,
         voter: bool,
     ) -> Result<LogIndex, AdminError> {
-        let facts =
-            self.raft.send(GetMemberFacts(id)).await.map_err(|_| ClientError::ShuttingDown)?;
+        let facts = self.facts(id).await?;
         if !facts.is_leader {
             return Err(facts.leader_error.unwrap_or(ClientError::ShuttingDown).into());
         }
-        if facts.is_voter {
+        if facts.is_voter || (facts.is_learner && !voter) {
             return self.wait_settled().await;
+        }
+        let _turn = AdminTurn::take(&self.admin_busy)?;
+        if facts.change_in_progress {
+            return Err(AdminError::ChangeInProgress);
         }
         if !facts.is_learner {
             self.change(ConfChange::AddLearner { id, addr }).await?;
-        } else if voter && !facts.caught_up && facts.change_in_progress {
-            return Err(AdminError::ChangeInProgress);
-        }
-        if !voter {
-            return self.wait_settled().await;
+            if !voter {
+                return self.wait_settled().await;
+            }
         }
         let deadline = Instant::now() + self.request_timeout * 6;
         loop {
-            let f =
-                self.raft.send(GetMemberFacts(id)).await.map_err(|_| ClientError::ShuttingDown)?;
+            let f = self.facts(id).await?;
             if !f.is_leader {
                 return Err(ClientError::LeadershipLost.into());
             }
+            if !f.is_learner {
+                // Removed meanwhile (by a leader before us, say).
+                return Err(AdminError::NoSuchMember);
+            }
             if f.caught_up && !f.change_in_progress {
-                return self.change(ConfChange::Promote { id }).await;
+                match self.change(ConfChange::Promote { id }).await {
+                    // It fell behind again between the check and the proposal: wait on.
+                    Err(AdminError::LearnerNotCaughtUp) => {}
+                    other => return other,
+                }
             }
             if Instant::now() >= deadline {
                 return Err(AdminError::LearnerNotCaughtUp);
@@ -146,12 +189,20 @@ impl NodeHandle {
         }
     }
 
+    async fn facts(&self, id: NodeId) -> Result<crate::raft_actor::MemberFacts, AdminError> {
+        Ok(self.raft.send(GetMemberFacts(id)).await.map_err(|_| ClientError::ShuttingDown)?)
+    }
+
     async fn wait_settled(&self) -> Result<LogIndex, AdminError> {
         let st = self.status().await;
         Ok(LogIndex(st["commit_index"].as_u64().unwrap_or(0)))
     }
 
+    /// Removes a member (INTERFACE.md `DELETE /v1/admin/members/{id}`), the leader itself
+    /// included: it steps down once the change commits and hands over to the most
+    /// caught-up voter.
     pub async fn remove_member(&self, id: NodeId) -> Result<LogIndex, AdminError> {
+        let _turn = AdminTurn::take(&self.admin_busy)?;
         self.change(ConfChange::Remove { id }).await
     }
 

@@ -27,6 +27,7 @@ pub mod faults;
 pub mod handle;
 pub mod http;
 pub mod inproc;
+pub mod join;
 pub mod log_actor;
 pub mod metrics;
 pub mod raft_actor;

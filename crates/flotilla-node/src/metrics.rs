@@ -22,13 +22,14 @@ pub struct Metrics {
     pub bad_frames: AtomicU64,
     pub snapshots_built: AtomicU64,
     pub snapshots_installed: AtomicU64,
+    pub snapshot_bytes_sent: AtomicU64,
     pub events_lagged: AtomicU64,
 }
 
 impl Metrics {
     /// Renders the counters plus the gauges given by the caller.
     pub fn render(&self, gauges: &[(&str, &str, f64)]) -> String {
-        let counters: [(&str, &str, &AtomicU64); 18] = [
+        let counters: [(&str, &str, &AtomicU64); 19] = [
             (
                 "flotilla_proposals_total",
                 "commands proposed on this node as leader",
@@ -93,6 +94,11 @@ impl Metrics {
                 "flotilla_snapshots_installed_total",
                 "snapshots installed from a leader",
                 &self.snapshots_installed,
+            ),
+            (
+                "flotilla_snapshot_bytes_sent_total",
+                "snapshot bytes sent to followers, resends included",
+                &self.snapshot_bytes_sent,
             ),
             (
                 "flotilla_events_lagged_total",

@@ -67,6 +67,10 @@ pub struct RaftActor {
     last_commit_event: Instant,
     last_commit_reported: LogIndex,
     pub(crate) snapshots: SnapshotState,
+    /// Raft addresses of the cluster a joining node was pointed at (`--join`): it must
+    /// answer the leader before the configuration that names it has reached it.
+    pub(crate) seeds: BTreeMap<NodeId, String>,
+    last_peer_sync: Instant,
 }
 
 impl RaftActor {
@@ -108,6 +112,8 @@ impl RaftActor {
             last_commit_event: Instant::now(),
             last_commit_reported: commit,
             snapshots: SnapshotState::new(snapshot_dir),
+            seeds: BTreeMap::new(),
+            last_peer_sync: Instant::now(),
         }
     }
 
@@ -267,18 +273,38 @@ impl RaftActor {
         self.send_wire(to, WireMessage::Raft(m));
     }
 
-    /// Keeps one link per member (other than us) at the member's current address.
+    /// Keeps one link per peer we must talk to, at its current address: every member;
+    /// while a change is in flight, those it removes, and afterwards, as long as the core
+    /// still replicates to them, the removed peers being told that they are out (their
+    /// address has left the configuration: their link is kept as it is); and while this
+    /// node is not a member yet (it is joining), the cluster it was pointed at.
     pub(crate) fn sync_peers(&mut self) {
+        self.last_peer_sync = Instant::now();
         let m = self.core.membership().clone();
         let me = self.cfg.id;
-        let mut members = m.members();
-        // While a change is in flight, keep talking to those it removes: they need to hear
-        // that they were removed.
+        // Peer -> address, `None` for "keep the link we have".
+        let mut want: BTreeMap<NodeId, Option<String>> = m
+            .members()
+            .into_iter()
+            .map(|id| (id, m.addrs.get(&id).map(|a| a.raft_addr.clone())))
+            .collect();
+        let mut keep: Vec<NodeId> = self.core.status().progress.iter().map(|p| p.id).collect();
         if self.core.membership_change_in_progress() {
-            members.extend(self.peers.keys().copied());
+            keep.extend(self.peers.keys().copied());
+        }
+        for id in keep {
+            want.entry(id).or_insert(None);
+        }
+        let joining = !m.contains(me);
+        if joining {
+            for (id, addr) in &self.seeds {
+                want.entry(*id).or_insert_with(|| Some(addr.clone()));
+            }
         }
         if let Ok(mut k) = self.known_members.write() {
-            *k = members.clone();
+            // Empty accepts any peer of this cluster (the handshake still checks the
+            // cluster id and secret): a joining node hears from a leader it cannot name yet.
+            *k = if joining { Default::default() } else { want.keys().copied().collect() };
         }
         if self.local_net.is_some() {
             return;
@@ -286,8 +312,10 @@ impl RaftActor {
         let stale: Vec<NodeId> = self
             .peers
             .iter()
-            .filter(|(id, (addr, _))| {
-                !members.contains(id) || m.addrs.get(id).is_some_and(|a| &a.raft_addr != addr)
+            .filter(|(id, (addr, _))| match want.get(id) {
+                None => true,
+                Some(Some(a)) => a != addr,
+                Some(None) => false,
             })
             .map(|(id, _)| *id)
             .collect();
@@ -296,11 +324,11 @@ impl RaftActor {
                 link.do_send(Shutdown);
             }
         }
-        for id in members {
+        for (id, addr) in want {
+            let Some(addr) = addr else { continue };
             if id == me || self.peers.contains_key(&id) {
                 continue;
             }
-            let Some(addr) = m.addrs.get(&id).map(|a| a.raft_addr.clone()) else { continue };
             let (hs, shared, a) = (self.handshake.clone(), self.shared.clone(), addr.clone());
             let link = Supervisor::start(move |_| PeerLink::new(id, a, hs, shared));
             self.peers.insert(id, (addr, link));
@@ -452,6 +480,11 @@ impl Handler<Tick> for RaftActor {
     fn handle(&mut self, _: Tick, ctx: &mut Context<Self>) {
         self.core.tick();
         self.maybe_auto_snapshot(ctx);
+        // Links follow the core's replication targets, which change without an event
+        // (a removed peer that has been told it is out).
+        if self.last_peer_sync.elapsed() >= std::time::Duration::from_millis(100) {
+            self.sync_peers();
+        }
         self.schedule_flush(ctx);
     }
 }
@@ -646,6 +679,7 @@ impl RaftActor {
             "transfer_to": st.transfer_to.map(|t| t.0),
             "pending_proposals": self.shared.pending_proposals(),
             "snapshot_in_progress": self.snapshots.building,
+            "snapshot": self.snapshots.status_json(),
         });
         if st.role == Role::Leader {
             let last = st.last_index.0;

@@ -23,7 +23,9 @@ use crate::inproc::LocalNet;
 use crate::log_actor::LogActor;
 use crate::raft_actor::RaftActor;
 use crate::shared::Shared;
-use crate::snapshot::{SnapshotActor, latest_snapshot};
+use crate::snapshot::{
+    SnapshotActor, SnapshotFile, TRANSFER_GIVE_UP_AFTER, delete_snapshot, list_snapshots,
+};
 use crate::transport::Listener;
 
 const BOOTSTRAP_KEY: &str = "bootstrap_membership";
@@ -68,18 +70,27 @@ async fn start(
     sm: Box<dyn StateMachine>,
     net: Option<LocalNet>,
 ) -> Result<NodeHandle, StartError> {
-    let state = store.load()?;
     let bootstrap = recover_bootstrap(&cfg, store.as_mut())?;
     let snapshot_dir = cfg.data_dir.join("snapshots");
     std::fs::create_dir_all(&snapshot_dir)
         .map_err(|e| StartError::Config(format!("creating {snapshot_dir:?}: {e}")))?;
-    let latest = latest_snapshot(&snapshot_dir);
+    let mut state = store.load()?;
+    let snap_index = state.snapshot.as_ref().map_or(LogIndex::ZERO, |s| s.last_index);
+    if reconcile_snapshots(store.as_mut(), sm.as_ref(), &snapshot_dir, snap_index)? {
+        state = store.load()?;
+    }
+    let snap_index = state.snapshot.as_ref().map_or(LogIndex::ZERO, |s| s.last_index);
+    let current =
+        list_snapshots(&snapshot_dir).into_iter().find(|f| f.meta.last_index == snap_index);
+    if current.is_none() && snap_index > LogIndex::ZERO {
+        tracing::warn!(%snap_index, dir = ?snapshot_dir, "the recorded snapshot's file is missing; \
+                       followers that need it wait for the next one");
+    }
 
     // The state machine must cover everything the log no longer holds.
     let mut sm = sm;
-    let snap_index = state.snapshot.as_ref().map_or(LogIndex::ZERO, |s| s.last_index);
     if sm.applied_index() < snap_index {
-        let file = latest.clone().filter(|f| f.meta.last_index >= snap_index).ok_or_else(|| {
+        let file = current.clone().ok_or_else(|| {
             StartError::Config(format!(
                 "the log is compacted up to {snap_index} but no snapshot file covers it in {snapshot_dir:?}; \
                  the data dir is damaged"
@@ -99,6 +110,16 @@ async fn start(
     rc.heartbeat_ticks = cfg.heartbeat_ticks();
     rc.max_msg_bytes = 256 * 1024;
     rc.max_inflight_msgs = 32;
+    // After a snapshot keep at most one snapshot interval of entries below it (and at most
+    // the core's default): a follower that lags a little catches up by log, one that lags
+    // more than an interval needs the snapshot anyway.
+    if cfg.snapshot_entries > 0 {
+        rc.compaction_keep_entries = rc.compaction_keep_entries.min(cfg.snapshot_entries);
+    }
+    // The runtime has its own transfer timeout (no progress for TRANSFER_GIVE_UP_AFTER);
+    // the core's only has to catch a transfer the runtime lost track of.
+    let give_up_ms = TRANSFER_GIVE_UP_AFTER.as_millis() as u64 * 2;
+    rc.snapshot_timeout_ticks = (give_up_ms / cfg.tick_ms.max(1)).min(u64::from(u32::MAX)) as u32;
     let init = InitialState {
         hard_state: state.hard_state,
         snapshot: state.snapshot.clone(),
@@ -117,12 +138,20 @@ async fn start(
     let apply =
         SyncArbiter::start(1, move || ApplyActor { sm: sm.clone(), shared: apply_shared.clone() });
     let writer = SyncArbiter::start(1, || SnapshotActor);
+    let snapshot_io = SyncArbiter::start(1, || SnapshotActor);
 
-    let known: Arc<RwLock<BTreeSet<flotilla_raft::NodeId>>> =
-        Arc::new(RwLock::new(BTreeSet::new()));
+    // The peers we accept (the raft actor keeps this up to date); set now, so that no
+    // connection slips in before the actor starts. Empty only on a node that is not a
+    // member yet.
+    let m = core.membership();
+    let members = if m.contains(cfg.id) { m.members() } else { BTreeSet::new() };
+    let known: Arc<RwLock<BTreeSet<flotilla_raft::NodeId>>> = Arc::new(RwLock::new(members));
     let filter = known.clone();
     let mut hs = HandshakeConfig::new(cfg.cluster_id.clone(), cfg.id)
-        .accept_if(move |id| filter.read().map(|k| k.contains(&id)).unwrap_or(false));
+        // An empty set (a node that is not a member yet) accepts any peer of the cluster.
+        .accept_if(move |id| {
+            filter.read().map(|k| k.is_empty() || k.contains(&id)).unwrap_or(false)
+        });
     if let Some(secret) = &cfg.cluster_secret {
         hs = hs.with_secret(secret.clone());
     }
@@ -144,15 +173,19 @@ async fn start(
     let net2 = net.clone();
     let raft = Supervisor::start(move |_| {
         let mut actor = RaftActor::new(core, cfg2, shared2, log, apply, hs2, known2, snapshot_dir);
-        actor.snapshots.current = latest;
+        actor.snapshots.current = current;
         actor.snapshots.writer = Some(writer);
         actor.local_net = net2;
+        actor.snapshots.io = Some(snapshot_io);
         actor
     });
     if let Some(net) = &net
         && let Ok(mut n) = net.write()
     {
         n.insert(cfg.id, raft.clone());
+    }
+    if let Some(url) = cfg.join.clone() {
+        crate::join::spawn_seed_fetch(url, raft.clone(), known.clone());
     }
     let clock_raft = raft.clone();
     Supervisor::start(move |_| ElectionActor { raft: clock_raft, tick });
@@ -161,6 +194,42 @@ async fn start(
     }
 
     Ok(NodeHandle::new(raft, shared, cfg.id, request_timeout, election_max_ms))
+}
+
+/// Brings the log store in line with the snapshot files after a crash between writing a
+/// snapshot file and recording it in the store: a build (file renamed, metadata not saved)
+/// or an install (file received; state machine restored or not; log not reset). For the
+/// newest file newer than the store's snapshot:
+/// - the log holds its last entry: the file describes a prefix of our log; record it;
+/// - the state machine already reflects it (the restore finished): finish the install by
+///   resetting the log to it;
+/// - neither: the install never began; delete the file (the leader sends it again) and
+///   look at the next one.
+///
+/// Returns true if the store changed.
+fn reconcile_snapshots(
+    store: &mut dyn LogStore,
+    sm: &dyn StateMachine,
+    dir: &std::path::Path,
+    stored: LogIndex,
+) -> Result<bool, StartError> {
+    let mut files: Vec<SnapshotFile> = list_snapshots(dir);
+    while let Some(f) = files.pop().filter(|f| f.meta.last_index > stored) {
+        let m = &f.meta;
+        if store.term(m.last_index)? == Some(m.last_term) {
+            tracing::warn!(index = %m.last_index, "recording a snapshot a crash left unrecorded");
+            store.save_snapshot_meta(m)?;
+            return Ok(true);
+        }
+        if sm.applied_index() >= m.last_index {
+            tracing::warn!(index = %m.last_index, "finishing a snapshot install a crash interrupted");
+            store.reset_to_snapshot(m)?;
+            return Ok(true);
+        }
+        tracing::warn!(index = %m.last_index, "dropping a received snapshot that was never installed");
+        delete_snapshot(&f);
+    }
+    Ok(false)
 }
 
 /// The initial cluster is recorded on first start; later starts use the recorded one, so a

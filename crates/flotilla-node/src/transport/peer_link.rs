@@ -66,14 +66,19 @@ impl PeerLink {
         let hs = self.handshake.clone();
         let peer = self.peer;
         let shared = self.shared.clone();
-        let me = ctx.address();
+        // Weak: a strong address here would keep the mailbox connected after the raft
+        // actor dropped this link (`Shutdown`), and the Supervisor would restart it,
+        // reconnecting to a removed peer forever.
+        let me = ctx.address().downgrade();
         let delay = Duration::from_millis(self.backoff_ms);
         actix_rt::spawn(async move {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
             let was_connected = run_connection(&addr, &hs, peer, &shared, rx).await;
-            me.do_send(Disconnected { was_connected });
+            if let Some(me) = me.upgrade() {
+                me.do_send(Disconnected { was_connected });
+            }
         });
     }
 }

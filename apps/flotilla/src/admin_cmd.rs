@@ -1,0 +1,200 @@
+//! `flotilla member add|remove|list`, `flotilla transfer-leader` and `flotilla snapshot`:
+//! the admin API of INTERFACE.md from the command line.
+//!
+//! Member and transfer calls go to the leader: the command tries the endpoints in turn and
+//! follows `307` redirects to the leader (re-sending the body), and retries while the
+//! cluster has no leader (`503`). A snapshot acts on the node it is sent to: it is sent to
+//! the first endpoint only, never redirected.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, anyhow, bail};
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+use crate::client_cmd::endpoints;
+
+const DEFAULT_ENDPOINTS: &str = "127.0.0.1:8101,127.0.0.1:8102,127.0.0.1:8103";
+/// Adding a voter waits for it to catch up; give the cluster time to answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long to keep retrying while no leader is known.
+const RETRY_FOR: Duration = Duration::from_secs(30);
+const MAX_REDIRECTS: usize = 5;
+
+#[derive(Subcommand, Debug)]
+pub enum MemberCmd {
+    /// Add a node: as a learner, which is promoted to voter once it has caught up (unless
+    /// --learner). The node must be running (e.g. `flotilla node --join URL`).
+    Add {
+        /// The new node's id (positive, never used before in this cluster).
+        id: u64,
+        /// Its raft transport address, HOST:PORT.
+        #[arg(long)]
+        raft_addr: String,
+        /// Its HTTP API address, HOST:PORT.
+        #[arg(long)]
+        api_addr: String,
+        /// Keep it a learner (no vote).
+        #[arg(long)]
+        learner: bool,
+        #[arg(long, default_value = DEFAULT_ENDPOINTS)]
+        endpoints: String,
+    },
+    /// Remove a member. Removing the leader makes it hand over to another voter first.
+    Remove {
+        id: u64,
+        #[arg(long, default_value = DEFAULT_ENDPOINTS)]
+        endpoints: String,
+    },
+    /// The members as the first reachable node sees them.
+    List {
+        #[arg(long, default_value = DEFAULT_ENDPOINTS)]
+        endpoints: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct TransferArgs {
+    /// The voter that should lead.
+    pub to: u64,
+    #[arg(long, default_value = DEFAULT_ENDPOINTS)]
+    pub endpoints: String,
+}
+
+#[derive(Args, Debug)]
+pub struct SnapshotArgs {
+    /// The node to snapshot (URL or HOST:PORT of its API); its log is compacted.
+    #[arg(long, default_value = "127.0.0.1:8101")]
+    pub node: String,
+}
+
+pub fn run_member(cmd: MemberCmd) -> Result<()> {
+    let answer = match cmd {
+        MemberCmd::Add { id, raft_addr, api_addr, learner, endpoints: eps } => {
+            let body = json!({"id": id, "raft_addr": raft_addr, "api_addr": api_addr,
+                              "voter": !learner});
+            leader_call("POST", "/v1/admin/members", Some(&body), &endpoints(&eps))?
+        }
+        MemberCmd::Remove { id, endpoints: eps } => {
+            leader_call("DELETE", &format!("/v1/admin/members/{id}"), None, &endpoints(&eps))?
+        }
+        MemberCmd::List { endpoints: eps } => {
+            let mut last = anyhow!("no endpoint given");
+            for ep in endpoints(&eps) {
+                match call("GET", &format!("{ep}/v1/status"), None) {
+                    Ok((200, v, _)) => {
+                        print_members(&v);
+                        return Ok(());
+                    }
+                    Ok((s, v, _)) => last = anyhow!("{ep} answered {s}: {v}"),
+                    Err(e) => last = e,
+                }
+            }
+            return Err(last);
+        }
+    };
+    print_members(&answer);
+    Ok(())
+}
+
+pub fn run_transfer(a: TransferArgs) -> Result<()> {
+    let body = json!({"to": a.to});
+    let v =
+        leader_call("POST", "/v1/admin/transfer-leader", Some(&body), &endpoints(&a.endpoints))?;
+    println!("{v}");
+    Ok(())
+}
+
+pub fn run_snapshot(a: SnapshotArgs) -> Result<()> {
+    let ep = endpoints(&a.node).into_iter().next().ok_or_else(|| anyhow!("--node is empty"))?;
+    match call("POST", &format!("{ep}/v1/admin/snapshot"), None)? {
+        (200, v, _) => {
+            println!("{v}");
+            Ok(())
+        }
+        (s, v, _) => Err(error_of(s, &v)),
+    }
+}
+
+fn print_members(v: &Value) {
+    let Some(members) = v["members"].as_array() else {
+        println!("{v}");
+        return;
+    };
+    println!("{:<6} {:<8} {:<24} {:<24}", "id", "role", "raft", "api");
+    for m in members {
+        let role = if m["voter"] == true { "voter" } else { "learner" };
+        let s = |k: &str| m[k].as_str().unwrap_or("-").to_string();
+        let id = m["id"].as_u64().map_or("-".to_string(), |i| i.to_string());
+        println!("{id:<6} {role:<8} {:<24} {:<24}", s("raft_addr"), s("api_addr"));
+    }
+    if let Some(i) = v["index"].as_u64() {
+        println!("committed at index {i}");
+    }
+}
+
+/// A leader-only call: tries `eps` in turn, follows redirects to the leader, and retries
+/// while no leader is known. Returns the 200 answer's body.
+fn leader_call(method: &str, path: &str, body: Option<&Value>, eps: &[String]) -> Result<Value> {
+    if eps.is_empty() {
+        bail!("no endpoint given");
+    }
+    let deadline = Instant::now() + RETRY_FOR;
+    let mut i = 0usize;
+    loop {
+        let mut url = format!("{}{path}", eps[i % eps.len()]);
+        let mut last: Result<(u16, Value)> = Err(anyhow!("no answer"));
+        for _ in 0..=MAX_REDIRECTS {
+            match call(method, &url, body) {
+                Ok((307, v, Some(loc))) => {
+                    last = Ok((307, v));
+                    url = loc;
+                }
+                Ok((s, v, _)) => {
+                    last = Ok((s, v));
+                    break;
+                }
+                Err(e) => {
+                    last = Err(e);
+                    break;
+                }
+            }
+        }
+        match last {
+            Ok((200, v)) => return Ok(v),
+            // No leader (yet): an election is running; try again, elsewhere.
+            Ok((503, _)) | Ok((307, _)) | Err(_) if Instant::now() < deadline => {}
+            Ok((s, v)) => return Err(error_of(s, &v)),
+            Err(e) => return Err(e),
+        }
+        i += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn error_of(status: u16, v: &Value) -> anyhow::Error {
+    let code = v["error"].as_str().unwrap_or("error");
+    let message = v["message"].as_str().unwrap_or("");
+    anyhow!("{status} {code}: {message}")
+}
+
+/// One request, no redirect following: (status, JSON body or Null, Location).
+fn call(method: &str, url: &str, body: Option<&Value>) -> Result<(u16, Value, Option<String>)> {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(REQUEST_TIMEOUT))
+        .build()
+        .new_agent();
+    let resp = match (method, body) {
+        ("POST", Some(b)) => agent.post(url).send_json(b),
+        ("POST", None) => agent.post(url).send_empty(),
+        ("DELETE", _) => agent.delete(url).call(),
+        _ => agent.get(url).call(),
+    };
+    let mut resp = resp.map_err(|e| anyhow!("{url}: {e}"))?;
+    let status = resp.status().as_u16();
+    let location = resp.headers().get("location").and_then(|l| l.to_str().ok()).map(String::from);
+    let v = resp.body_mut().read_json::<Value>().unwrap_or(Value::Null);
+    Ok((status, v, location))
+}

@@ -1,0 +1,469 @@
+//! Snapshots, log compaction and InstallSnapshot in clusters of real processes (Raft §7):
+//! a follower that missed tens of thousands of entries catches up by snapshot, a transfer
+//! cut in the middle resumes, and kill -9 in the middle of a build or an install leaves a
+//! node that restarts cleanly.
+//!
+//! State is compared whole: `POST /v1/admin/snapshot` answers the CRC32C of a snapshot of
+//! the node's state machine, and snapshots of equal states at the same index are equal
+//! byte for byte (keys in order, no node-local data).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use flotilla_tests::*;
+use serde_json::{Value, json};
+
+/// These tests start many processes and move a lot of data; on a 2-core machine they run
+/// one at a time.
+static HEAVY: Mutex<()> = Mutex::new(());
+
+/// Election timing that survives a busy 2-core machine running debug builds: fewer
+/// needless elections while the tests hammer the disk.
+const TIMING: [&str; 4] = ["--election-timeout-ms", "400-800", "--heartbeat-ms", "80"];
+
+fn args<'a>(more: &[&'a str]) -> Vec<&'a str> {
+    let mut v: Vec<&str> = TIMING.to_vec();
+    v.extend_from_slice(more);
+    v
+}
+
+fn leader_of(c: &Cluster, among: &[u64]) -> u64 {
+    c.wait_leader(among, Duration::from_secs(30)).0
+}
+
+/// `{"index","term","bytes","checksum"}` of a snapshot of node `id`'s state now.
+fn snapshot_now(c: &Cluster, id: u64) -> Value {
+    let (status, v, _) = request("POST", &format!("{}/v1/admin/snapshot", c.api(id)), None);
+    assert_eq!(status, 200, "snapshot on node {id}: {v}");
+    v
+}
+
+/// Waits until `nodes` applied the same index, then compares snapshots of their state
+/// machines (index and checksum). Retries if the index moved meanwhile (an election's
+/// no-op).
+fn assert_same_state(c: &Cluster, nodes: &[u64]) -> Value {
+    let mut last = Vec::new();
+    for _ in 0..5 {
+        let leader = leader_of(c, nodes);
+        let commit = c.status(leader).unwrap()["commit_index"].as_u64().unwrap();
+        for id in nodes {
+            wait_applied(c, *id, commit, Duration::from_secs(120));
+        }
+        let snaps: Vec<Value> = nodes.iter().map(|id| snapshot_now(c, *id)).collect();
+        let key = |s: &Value| (s["index"].as_u64(), s["checksum"].as_u64());
+        if snaps.iter().all(|s| key(s) == key(&snaps[0])) {
+            return snaps[0].clone();
+        }
+        last = snaps;
+    }
+    panic!("nodes {nodes:?} never agreed on their state: {last:?}");
+}
+
+/// The snapshot files (`.snap`) and leftovers (`.tmp`) in node `id`'s snapshot dir.
+fn snapshot_files(c: &Cluster, id: u64) -> (Vec<String>, Vec<String>) {
+    let dir = c.nodes[&id].data_dir.join("snapshots");
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    let snaps = names.iter().filter(|n| n.ends_with(".snap")).cloned().collect();
+    let tmps = names.iter().filter(|n| n.ends_with(".tmp")).cloned().collect();
+    (snaps, tmps)
+}
+
+/// Stale reads of `keys` on node `id` with one connection; the keys that differ.
+fn mismatches(c: &Cluster, id: u64, keys: &BTreeMap<String, String>) -> Vec<String> {
+    let agent = http();
+    let api = c.api(id);
+    keys.iter()
+        .filter(|(k, v)| {
+            let url = format!("{api}/v1/kv/{k}?consistency=stale");
+            match agent.get(&url).call() {
+                Ok(mut r) => {
+                    r.status().as_u16() != 200
+                        || r.body_mut().read_to_string().ok().as_deref() != Some(v.as_str())
+                }
+                Err(_) => true,
+            }
+        })
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+fn metric_or_zero(c: &Cluster, id: u64, name: &str) -> f64 {
+    metric(&c.api(id), name).unwrap_or(0.0)
+}
+
+/// A value of `len` bytes that names its key.
+fn big_value(key: &str, len: usize) -> String {
+    let mut v = format!("{key}:");
+    while v.len() < len {
+        v.push_str("0123456789abcdef");
+    }
+    v.truncate(len);
+    v
+}
+
+/// Writes `n` values of `len` bytes through the cluster, one at a time.
+fn write_big(
+    c: &Cluster,
+    nodes: &[u64],
+    prefix: &str,
+    n: usize,
+    len: usize,
+) -> BTreeMap<String, String> {
+    let apis: Vec<String> = nodes.iter().map(|id| c.api(*id)).collect();
+    let mut out = BTreeMap::new();
+    for i in 0..n {
+        let key = format!("{prefix}{i}");
+        let value = big_value(&key, len);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        assert_eq!(put_retry(&apis, &key, &value, deadline), WriteOutcome::Ok, "writing {key}");
+        out.insert(key, value);
+    }
+    out
+}
+
+#[test]
+fn a_follower_that_missed_fifty_thousand_writes_catches_up_by_snapshot() {
+    let _heavy = HEAVY.lock().unwrap_or_else(|p| p.into_inner());
+    let t0 = Instant::now();
+    let mut c = Cluster::start(3, &args(&["--snapshot-entries", "2000"]));
+    let all = c.ids();
+    let leader = leader_of(&c, &all);
+    let follower = *all.iter().find(|id| **id != leader).unwrap();
+    let stopped_at = c.status(follower).unwrap()["last_log_index"].as_u64().unwrap();
+    c.kill9(follower);
+    let live: Vec<u64> = all.iter().copied().filter(|id| *id != follower).collect();
+
+    // Many writers: each waits for its write to commit, and the leader commits what piles
+    // up meanwhile in one batch, so throughput grows with them.
+    let load = WriteLoad::start(live.iter().map(|id| c.api(*id)).collect(), 96, "s");
+    let mut report = Instant::now();
+    eventually(Duration::from_secs(600), "50,000 acknowledged writes", || {
+        if report.elapsed() >= Duration::from_secs(10) {
+            report = Instant::now();
+            eprintln!("[{:?}] {} writes acknowledged", t0.elapsed(), load.acked_count());
+        }
+        load.acked_count() >= 50_000
+    });
+    let acked = load.stop();
+    eprintln!("[{:?}] {} writes acknowledged", t0.elapsed(), acked.len());
+
+    // The leader compacted its log well past where the follower stopped, several times.
+    let leader = leader_of(&c, &live);
+    let st = c.status(leader).unwrap();
+    assert!(st["first_log_index"].as_u64().unwrap() > stopped_at + 1, "log not compacted: {st}");
+    for id in &live {
+        let built = metric_or_zero(&c, *id, "flotilla_snapshots_built_total");
+        assert!(built >= 3.0, "node {id} built {built} snapshots");
+        let (snaps, _) = snapshot_files(&c, *id);
+        assert_eq!(snaps.len(), 1, "node {id} keeps one snapshot file: {snaps:?}");
+    }
+
+    c.spawn(follower);
+    let commit = c.status(leader).unwrap()["commit_index"].as_u64().unwrap();
+    wait_applied(&c, follower, commit, Duration::from_secs(120));
+    eprintln!("[{:?}] follower caught up", t0.elapsed());
+    let installed = metric_or_zero(&c, follower, "flotilla_snapshots_installed_total");
+    assert!(installed >= 1.0, "the follower caught up through InstallSnapshot");
+    let snap = assert_same_state(&c, &all);
+    assert!(snap["index"].as_u64() >= Some(commit), "{snap}");
+    // And, as a client sees it: a sample of the acknowledged writes, read on the follower.
+    let sample: BTreeMap<String, String> =
+        acked.into_iter().enumerate().filter(|(i, _)| i % 50 == 0).map(|(_, kv)| kv).collect();
+    assert_eq!(mismatches(&c, follower, &sample), Vec::<String>::new());
+    eprintln!("[{:?}] done", t0.elapsed());
+}
+
+#[test]
+fn a_snapshot_transfer_cut_in_the_middle_resumes_and_completes() {
+    let _heavy = HEAVY.lock().unwrap_or_else(|p| p.into_inner());
+    let mut c = Cluster::start(3, &args(&["--snapshot-entries", "10"]));
+    let all = c.ids();
+    let leader = leader_of(&c, &all);
+    let follower = *all.iter().find(|id| **id != leader).unwrap();
+    c.kill9(follower);
+    let live: Vec<u64> = all.iter().copied().filter(|id| *id != follower).collect();
+    // About 24 MiB of state: ~96 chunks of 256 KiB.
+    let written = write_big(&c, &live, "big", 48, 512 * 1024);
+    let leader = leader_of(&c, &live);
+    let snap = snapshot_now(&c, leader);
+    let bytes = snap["bytes"].as_u64().unwrap();
+    assert!(bytes > 20 << 20, "{snap}");
+    let events = Events::follow(&[(leader, c.api(leader))]);
+
+    // Slow the transfer down (every message the leader sends waits 40 ms) so that the cut
+    // lands in the middle, whatever the machine's speed.
+    c.set_faults(leader, json!({"delay_ms": 40}));
+    c.spawn(follower);
+    eventually(Duration::from_secs(60), "the transfer is under way", || {
+        c.status(leader).is_some_and(|s| {
+            s["snapshot"]["sending"].as_array().is_some_and(|a| {
+                a.iter().any(|t| {
+                    t["to"].as_u64() == Some(follower) && t["offset"].as_u64() >= Some(2 << 20)
+                })
+            })
+        })
+    });
+    // Heartbeats flow alongside the chunks: the follower knows its leader throughout.
+    let st = c.status(follower).unwrap();
+    assert_eq!(st["leader"].as_u64(), Some(leader), "{st}");
+    let term = c.status(leader).unwrap()["term"].as_u64();
+    // Cut: nothing the leader sends reaches the follower, long enough for the leader to
+    // resend from the last acknowledged chunk (into the void) at least once.
+    c.set_faults(leader, json!({"drop_to": [follower]}));
+    std::thread::sleep(Duration::from_millis(2500));
+    c.heal(leader);
+
+    let done = events.wait_for("snapshot_send_done", Some(leader), Duration::from_secs(120), |e| {
+        e["to"].as_u64() == Some(follower)
+    });
+    let resumed = events.of("snapshot_send_resumed", Some(leader));
+    eprintln!("transfer: {done}\nresumed: {resumed:?}");
+    assert!(
+        resumed
+            .iter()
+            .any(|e| e["to"].as_u64() == Some(follower) && e["offset"].as_u64() > Some(0)),
+        "the transfer resumed from an acknowledged offset: {resumed:?}"
+    );
+    assert!(done["resumes"].as_u64() >= Some(1), "{done}");
+    let sent = done["bytes_sent"].as_u64().unwrap();
+    let total = done["bytes"].as_u64().unwrap();
+    // Restarting from 0 would have sent the 2 MiB before the cut twice and more; resuming
+    // resends at most the chunks sent into the cut (one per resend) on top of the whole.
+    assert!(sent < total + (8 << 20), "resumed, not restarted: sent {sent} of {total}");
+
+    let commit = c.status(leader).unwrap()["commit_index"].as_u64().unwrap();
+    wait_applied(&c, follower, commit, Duration::from_secs(120));
+    assert!(metric_or_zero(&c, follower, "flotilla_snapshots_installed_total") >= 1.0);
+    // The cut follower could not disturb the leader (PreVote): same term throughout.
+    assert_eq!(c.status(leader).unwrap()["term"].as_u64(), term);
+    assert_same_state(&c, &all);
+    let sample: BTreeMap<String, String> = written.into_iter().step_by(7).collect();
+    assert_eq!(mismatches(&c, follower, &sample), Vec::<String>::new());
+}
+
+#[test]
+fn kill9_during_a_snapshot_build_and_during_an_install_restarts_cleanly() {
+    let _heavy = HEAVY.lock().unwrap_or_else(|p| p.into_inner());
+    let mut c = Cluster::start(3, &args(&["--snapshot-entries", "10"]));
+    let all = c.ids();
+    let leader = leader_of(&c, &all);
+    let f = *all.iter().find(|id| **id != leader).unwrap();
+    let events = Events::follow(&[(f, c.api(f))]);
+    let mut written = write_big(&c, &all, "a", 30, 512 * 1024);
+
+    // 1. Kill -9 while the follower writes a snapshot file.
+    let mut killed_mid_build = false;
+    for attempt in 0..5 {
+        let seen = events.of("snapshot_built", Some(f)).len();
+        let started = events.of("snapshot_started", Some(f)).len();
+        let api = c.api(f);
+        let t =
+            std::thread::spawn(move || request("POST", &format!("{api}/v1/admin/snapshot"), None));
+        // Write one more entry first so that the snapshot is a new one, not the last one.
+        written.extend(write_big(&c, &all, &format!("b{attempt}-"), 1, 1024));
+        eventually(Duration::from_secs(30), "a new build starts", || {
+            events.of("snapshot_started", Some(f)).len() > started
+        });
+        c.kill9(f);
+        let _ = t.join();
+        std::thread::sleep(Duration::from_millis(200));
+        killed_mid_build = events.of("snapshot_built", Some(f)).len() == seen;
+        c.spawn(f);
+        wait_applied(&c, f, 1, Duration::from_secs(30));
+        if killed_mid_build {
+            break;
+        }
+    }
+    assert!(killed_mid_build, "never caught a build in the middle");
+    assert_same_state(&c, &all);
+    let (snaps, tmps) = snapshot_files(&c, f);
+    assert_eq!((snaps.len(), tmps.len()), (1, 0), "leftovers cleaned up: {snaps:?} {tmps:?}");
+
+    // 2. Kill -9 while the follower installs a snapshot it received.
+    c.kill9(f);
+    let live: Vec<u64> = all.iter().copied().filter(|id| *id != f).collect();
+    written.extend(write_big(&c, &live, "c", 30, 512 * 1024));
+    let installs = events.of("snapshot_install_started", Some(f)).len();
+    let installed = events.of("snapshot_installed", Some(f)).len();
+    c.spawn(f);
+    eventually(Duration::from_secs(120), "the follower starts installing", || {
+        events.of("snapshot_install_started", Some(f)).len() > installs
+    });
+    c.kill9(f);
+    std::thread::sleep(Duration::from_millis(200));
+    let killed_mid_install = events.of("snapshot_installed", Some(f)).len() == installed;
+    c.spawn(f);
+    let leader = leader_of(&c, &live);
+    let commit = c.status(leader).unwrap()["commit_index"].as_u64().unwrap();
+    wait_applied(&c, f, commit, Duration::from_secs(180));
+    assert_same_state(&c, &all);
+    assert_eq!(mismatches(&c, f, &written), Vec::<String>::new());
+    let (snaps, tmps) = snapshot_files(&c, f);
+    assert_eq!((snaps.len(), tmps.len()), (1, 0), "leftovers cleaned up: {snaps:?} {tmps:?}");
+    assert!(killed_mid_install, "the kill came after the install finished");
+    let log = c.log_of(f);
+    assert!(!log.contains("fatal"), "the node restarted cleanly:\n{log}");
+}
+
+/// Measurements for docs/snapshots-and-membership.md (not a test: no assertions on time).
+/// Run in release, on a quiet machine:
+///
+/// ```text
+/// cargo test --release -p flotilla-tests --test snapshots -- --ignored --nocapture measure
+/// ```
+///
+/// Loads 1,000,000 keys (100-byte values) into a 3-node cluster, then measures: write
+/// latency under a steady load without a snapshot and while the leader builds one; the
+/// snapshot's build time and size; the time for a new node started with `--join` to catch
+/// up (by snapshot) and be promoted to voter.
+#[test]
+#[ignore]
+fn measure_snapshot_build_write_latency_and_learner_catch_up() {
+    let _heavy = HEAVY.lock().unwrap_or_else(|p| p.into_inner());
+    let keys: u64 =
+        std::env::var("MEASURE_KEYS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let mut c = Cluster::start(3, &["--snapshot-entries", "0"]);
+    let all = c.ids();
+    let leader = leader_of(&c, &all);
+    let t0 = Instant::now();
+    load_keys(&c.api(leader), keys, 128);
+    let load_s = t0.elapsed().as_secs_f64();
+    eprintln!("loaded {keys} keys in {load_s:.1}s ({:.0} writes/s)", keys as f64 / load_s);
+    let leader = leader_of(&c, &all);
+    let api = c.api(leader);
+
+    // Write latency, steady load of 16 writers, no snapshot.
+    let quiet = timed_writes(&api, 16, Duration::from_secs(15), None);
+    eprintln!("no snapshot: {}", summary(&quiet));
+
+    // The same load while the leader builds a snapshot of everything.
+    let (snap, during) = {
+        let api2 = api.clone();
+        let snapper = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(2));
+            let t = Instant::now();
+            let (status, v, _) = request("POST", &format!("{api2}/v1/admin/snapshot"), None);
+            assert_eq!(status, 200, "{v}");
+            (v, t, t.elapsed())
+        });
+        let lat = timed_writes(&api, 16, Duration::from_secs(2), Some(&snapper));
+        let (v, started, took) = snapper.join().unwrap();
+        let during: Vec<Duration> = lat
+            .iter()
+            .filter(|(at, d)| *at + *d >= started && *at <= started + took)
+            .map(|(_, d)| *d)
+            .collect();
+        (json!({"answer": v, "build_ms": took.as_millis() as u64}), during)
+    };
+    eprintln!("snapshot: {snap}");
+    eprintln!("during the snapshot: {}", summary_of(&during));
+
+    // A new node joins: learner, catch-up by snapshot, promotion.
+    let events = Events::follow(&[(leader, api.clone())]);
+    let t = Instant::now();
+    c.spawn_joining(4, &api);
+    eventually(Duration::from_secs(1800), "node 4 becomes a voter", || {
+        c.status(leader).is_some_and(|s| {
+            s["members"].as_array().is_some_and(|m| {
+                m.iter().any(|m| m["id"].as_u64() == Some(4) && m["voter"] == true)
+            })
+        })
+    });
+    let joined = t.elapsed();
+    let sent = events.of("snapshot_send_done", Some(leader));
+    eprintln!(
+        "node 4 caught up and was promoted in {:.1}s; transfers: {sent:?}",
+        joined.as_secs_f64()
+    );
+    let log4 = c.log_of(4);
+    eprintln!("node 4 log tail: {}", log4.lines().rev().take(3).collect::<Vec<_>>().join(" | "));
+}
+
+/// Writes `n` keys with 100-byte values through `api` (the leader) with `writers` threads.
+fn load_keys(api: &str, n: u64, writers: u64) {
+    let per = n.div_ceil(writers);
+    let threads: Vec<_> = (0..writers)
+        .map(|w| {
+            let api = api.to_string();
+            std::thread::spawn(move || {
+                let apis = [api];
+                for i in 0..per {
+                    let key = format!("m{w:03}-{i:07}");
+                    let value = big_value(&key, 100);
+                    // An unknown outcome is retried: writing the same value again is harmless.
+                    let deadline = Instant::now() + Duration::from_secs(300);
+                    while put_retry(&apis, &key, &value, deadline) != WriteOutcome::Ok {
+                        assert!(Instant::now() < deadline, "could not write {key}");
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+/// `writers` threads writing for `run` (or until `until` finishes, plus `run`); every
+/// write's start and latency.
+fn timed_writes(
+    api: &str,
+    writers: usize,
+    run: Duration,
+    until: Option<&std::thread::JoinHandle<(Value, Instant, Duration)>>,
+) -> Vec<(Instant, Duration)> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let threads: Vec<_> = (0..writers)
+        .map(|w| {
+            let (api, stop) = (api.to_string(), stop.clone());
+            std::thread::spawn(move || {
+                let agent = http();
+                let mut out = Vec::new();
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let key = format!("lat{w:03}-{i:07}");
+                    let at = Instant::now();
+                    let r = agent
+                        .put(&format!("{api}/v1/kv/{key}"))
+                        .send(big_value(&key, 100).as_str());
+                    if r.is_ok_and(|r| r.status().as_u16() == 200) {
+                        out.push((at, at.elapsed()));
+                    }
+                    i += 1;
+                }
+                out
+            })
+        })
+        .collect();
+    if let Some(h) = until {
+        while !h.is_finished() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    std::thread::sleep(run);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    threads.into_iter().flat_map(|t| t.join().unwrap()).collect()
+}
+
+fn summary(lat: &[(Instant, Duration)]) -> String {
+    summary_of(&lat.iter().map(|(_, d)| *d).collect::<Vec<_>>())
+}
+
+fn summary_of(lat: &[Duration]) -> String {
+    let mut v: Vec<Duration> = lat.to_vec();
+    v.sort();
+    if v.is_empty() {
+        return "no writes".into();
+    }
+    let p = |q: f64| v[((v.len() - 1) as f64 * q) as usize].as_secs_f64() * 1000.0;
+    format!(
+        "{} writes, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        v.len(),
+        p(0.5),
+        p(0.99),
+        v[v.len() - 1].as_secs_f64() * 1000.0
+    )
+}
