@@ -121,6 +121,17 @@ impl FjallLogStore {
     ) -> Result<FjallLogStore, LogError> {
         let dir = dir.as_ref().to_path_buf();
         check_dir(&dir)?;
+        if is_missing_or_empty(&dir)? {
+            create_atomically(&dir, &identity, &options)?;
+        }
+        FjallLogStore::open_existing(dir, identity, options)
+    }
+
+    fn open_existing(
+        dir: PathBuf,
+        identity: Identity,
+        options: FjallOptions,
+    ) -> Result<FjallLogStore, LogError> {
         let db = open_database(&dir, &options)?;
         let memtable = options.log_memtable_bytes;
         let log = db.keyspace(LOG_KEYSPACE, || {
@@ -474,6 +485,51 @@ fn check_terms_rise(index: LogIndex, before: Term, term: Term) -> Result<(), Log
 
 /// Refuses a path that is not a directory, or a non-empty directory that fjall did not
 /// create (a mistyped path must not become a database beside someone's files).
+fn is_missing_or_empty(dir: &Path) -> Result<bool, LogError> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => Ok(entries.next().is_none()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(LogError::Io(e)),
+    }
+}
+
+/// Where a new store is built before it is moved into place: `<dir>.creating`.
+fn staging_path(dir: &Path) -> PathBuf {
+    let mut name = dir.file_name().map(|n| n.to_os_string()).unwrap_or_else(|| "db".into());
+    name.push(".creating");
+    dir.with_file_name(name)
+}
+
+/// Creates a store in a staging directory (fjall's files, the keyspaces and the recorded
+/// identity, synced), then renames it to `dir` and syncs the parent: a first start killed
+/// at any moment leaves either no store or a complete one, never a half-created directory
+/// that the next start must refuse. A staging directory left by such a crash held nothing
+/// anyone was told about (the node had not opened its store yet) and is removed.
+fn create_atomically(
+    dir: &Path,
+    identity: &Identity,
+    options: &FjallOptions,
+) -> Result<(), LogError> {
+    let staging = staging_path(dir);
+    match std::fs::remove_dir_all(&staging) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(LogError::Io(e)),
+        _ => {}
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    drop(FjallLogStore::open_existing(staging.clone(), identity.clone(), options.clone())?);
+    if dir.exists() {
+        // Empty (checked by the caller): rename cannot replace a directory on every system.
+        std::fs::remove_dir(dir)?;
+    }
+    std::fs::rename(&staging, dir)?;
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
 fn check_dir(dir: &Path) -> Result<(), LogError> {
     let refuse = |reason: String| LogError::NotALogDir { dir: dir.to_path_buf(), reason };
     match std::fs::metadata(dir) {
@@ -630,6 +686,29 @@ mod tests {
 
     pub(crate) fn identity(node: u64) -> Identity {
         Identity { cluster_id: "test-cluster".into(), node_id: NodeId(node) }
+    }
+
+    #[test]
+    fn a_first_start_that_crashed_mid_creation_leaves_nothing_to_refuse() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("db");
+        // What a kill -9 in the middle of creating the store leaves: a staging directory
+        // with some of fjall's files (no version marker, no identity).
+        let staging = staging_path(&dir);
+        std::fs::create_dir_all(staging.join("journals")).unwrap();
+        std::fs::write(staging.join("journals").join("0"), b"half").unwrap();
+        let mut s = FjallLogStore::open(&dir, identity(1)).unwrap();
+        assert!(!staging.exists(), "the staging directory is gone");
+        s.write(None, &entries(1, 3, 1)).unwrap();
+        drop(s);
+        let s = FjallLogStore::open(&dir, identity(1)).unwrap();
+        assert_eq!(s.load().unwrap().entries.len(), 3);
+        // An existing empty directory (made by an operator, say) is filled the same way.
+        let empty = root.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        drop(FjallLogStore::open(&empty, identity(2)).unwrap());
+        assert!(empty.join(FJALL_VERSION_MARKER).exists());
+        assert!(FjallLogStore::open(&empty, identity(3)).is_err(), "identity is recorded");
     }
 
     /// Fresh stores live in temporary directories that the harness keeps until it drops.

@@ -53,11 +53,10 @@ fn each_acknowledged_operation_issues_exactly_one_fdatasync() {
     let dir = tempfile::tempdir().unwrap();
     let id = Identity { cluster_id: "fsync".into(), node_id: NodeId(1) };
     let mut s = None;
-    assert_eq!(
-        calls_during(|| s = Some(FjallLogStore::open(dir.path(), id.clone()).unwrap())),
-        1,
-        "a fresh open records the identity durably"
-    );
+    // A fresh store is built in a staging directory, closed (fjall syncs its journal), and
+    // renamed into place: a one-time cost of one more sync, outside any client's path.
+    let n = calls_during(|| s = Some(FjallLogStore::open(dir.path(), id.clone()).unwrap()));
+    assert!((1..=2).contains(&n), "a fresh open records the identity durably: {n} fdatasyncs");
     let mut s = s.unwrap();
     let hs = HardState { term: Term(2), voted_for: Some(NodeId(1)), commit: LogIndex(0) };
     let meta = SnapshotMeta {
