@@ -29,9 +29,10 @@ DUR=${DUR:-10}
 WARMUP=${WARMUP:-2}
 RUNS=${RUNS:-put:1,put:64,get:64,mixed:64}
 FAILOVER_RUNS=${FAILOVER_RUNS:-20}
-# gRPC connections etcd's clients share (1 is etcd's benchmark default; 8 measured a
-# little faster here, so etcd gets 8).
-ETCD_CONNS=${ETCD_CONNS:-8}
+# gRPC connections etcd's clients share: 1, etcd's own benchmark default. (8 looked a
+# little faster in a short check but was slower for etcd in a full run: 4,454 vs 5,373
+# puts/s at 64 clients, its leader spending 137-152 instead of 108-115 us per write.)
+ETCD_CONNS=${ETCD_CONNS:-1}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 RAW=${RAW:-$TARGET_DIR/bench/compare-etcd.jsonl}
 DOC=${DOC:-docs/benchmarks.md}

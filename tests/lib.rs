@@ -54,6 +54,10 @@ pub struct Cluster {
     pub nodes: BTreeMap<u64, NodeProc>,
     pub spec: String,
     pub extra: Vec<String>,
+    /// Environment variables for one node's process (e.g. a test-only fault hook).
+    pub env: BTreeMap<u64, Vec<(String, String)>>,
+    /// Start nodes with `--enable-fault-injection` (true unless a test turns it off).
+    pub fault_injection: bool,
     bin: PathBuf,
     /// Nodes started with `--join URL` instead of `--initial-cluster`.
     joins: BTreeMap<u64, String>,
@@ -88,6 +92,8 @@ impl Cluster {
             nodes,
             spec,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: BTreeMap::new(),
+            fault_injection: true,
             bin: flotilla_bin(),
             joins: BTreeMap::new(),
         };
@@ -115,8 +121,9 @@ impl Cluster {
             Some(url) => cmd.args(["--join", url]),
             None => cmd.args(["--initial-cluster", &spec]),
         };
-        cmd.arg("--enable-fault-injection")
+        cmd.args(self.fault_injection.then_some("--enable-fault-injection"))
             .args(&extra)
+            .envs(self.env.get(&id).into_iter().flatten().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);

@@ -4,7 +4,8 @@
 //! Member and transfer calls go to the leader: the command tries the endpoints in turn and
 //! follows `307` redirects to the leader (re-sending the body), and retries while the
 //! cluster has no leader (`503`). A snapshot acts on the node it is sent to: it is sent to
-//! the first endpoint only, never redirected.
+//! the first endpoint only, never redirected. When the nodes require an admin token, set
+//! `FLOTILLA_ADMIN_TOKEN` (the variable `flotilla node --admin-token` reads) for these too.
 
 use std::time::{Duration, Instant};
 
@@ -186,10 +187,16 @@ fn call(method: &str, url: &str, body: Option<&Value>) -> Result<(u16, Value, Op
         .timeout_global(Some(REQUEST_TIMEOUT))
         .build()
         .new_agent();
-    let resp = match (method, body) {
-        ("POST", Some(b)) => agent.post(url).send_json(b),
-        ("POST", None) => agent.post(url).send_empty(),
-        ("DELETE", _) => agent.delete(url).call(),
+    // The nodes' admin bearer token (`--admin-token`), taken from the same variable.
+    let auth = std::env::var("FLOTILLA_ADMIN_TOKEN").ok().filter(|t| !t.trim().is_empty());
+    let auth = auth.map(|t| format!("Bearer {}", t.trim()));
+    let resp = match (method, body, auth) {
+        ("POST", Some(b), Some(a)) => agent.post(url).header("Authorization", &a).send_json(b),
+        ("POST", Some(b), None) => agent.post(url).send_json(b),
+        ("POST", None, Some(a)) => agent.post(url).header("Authorization", &a).send_empty(),
+        ("POST", None, None) => agent.post(url).send_empty(),
+        ("DELETE", _, Some(a)) => agent.delete(url).header("Authorization", &a).call(),
+        ("DELETE", _, None) => agent.delete(url).call(),
         _ => agent.get(url).call(),
     };
     let mut resp = resp.map_err(|e| anyhow!("{url}: {e}"))?;

@@ -5,8 +5,15 @@ use std::time::{Duration, Instant};
 use flotilla_raft::NodeId;
 
 /// Keeps asking (following redirects to the leader) until the cluster answers 200, or gives
-/// up after a few minutes. Runs on its own thread: the node serves meanwhile.
-pub fn spawn_join(url: String, id: NodeId, raft_addr: String, api_addr: String) {
+/// up after a few minutes. Runs on its own thread: the node serves meanwhile. `token` is
+/// the admin bearer token (`--admin-token`), which the cluster's admin routes may require.
+pub fn spawn_join(
+    url: String,
+    id: NodeId,
+    raft_addr: String,
+    api_addr: String,
+    token: Option<String>,
+) {
     std::thread::spawn(move || {
         let body = serde_json::json!({"id": id.0, "raft_addr": raft_addr, "api_addr": api_addr, "voter": true});
         let deadline = Instant::now() + Duration::from_secs(300);
@@ -18,7 +25,11 @@ pub fn spawn_join(url: String, id: NodeId, raft_addr: String, api_addr: String) 
             .build()
             .new_agent();
         while Instant::now() < deadline {
-            match agent.post(&target).send_json(&body) {
+            let mut req = agent.post(&target);
+            if let Some(t) = &token {
+                req = req.header("Authorization", &format!("Bearer {t}"));
+            }
+            match req.send_json(&body) {
                 Ok(resp) if resp.status().as_u16() == 200 => {
                     eprintln!("joined the cluster as node {id}");
                     return;

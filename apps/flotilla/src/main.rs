@@ -3,6 +3,7 @@
 
 mod admin_cmd;
 mod bench;
+mod check;
 mod client_cmd;
 mod cluster_cmd;
 mod join;
@@ -45,6 +46,8 @@ enum Cmd {
     Sim(sim_cmd::SimArgs),
     /// Load generator and failover benchmark (Flotilla or etcd); see docs/benchmarks.md.
     Bench(bench::BenchArgs),
+    /// Jepsen-style check of a local cluster under faults; see docs/check.md.
+    Check(check::CheckArgs),
 }
 
 fn main() {
@@ -66,6 +69,7 @@ fn main() {
         Some(Cmd::Snapshot(a)) => admin_cmd::run_snapshot(a),
         Some(Cmd::Sim(a)) => sim_cmd::run(a),
         Some(Cmd::Bench(a)) => bench::run(a),
+        Some(Cmd::Check(a)) => check::run(a),
         Some(Cmd::Up(a)) => tui::run(a),
         // A bare `flotilla` opens the TUI on a local 3-node cluster.
         None => tui::run(tui::UpArgs::default()),

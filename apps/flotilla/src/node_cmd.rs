@@ -40,6 +40,10 @@ pub struct NodeArgs {
     /// Allow POST/DELETE /v1/admin/faults.
     #[arg(long)]
     pub enable_fault_injection: bool,
+    /// Require `Authorization: Bearer TOKEN` on /v1/admin/* (prefer the environment
+    /// variable: a command line is visible to every local user).
+    #[arg(long, env = "FLOTILLA_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
     /// Shared secret that peers must prove they know (never sent on the wire).
     #[arg(long, env = "FLOTILLA_CLUSTER_SECRET")]
     pub cluster_secret: Option<String>,
@@ -93,6 +97,12 @@ pub fn build_config(a: &NodeArgs) -> Result<NodeConfig> {
         .or_else(|| me.map(|(_, addr)| addr.api_addr.clone()))
         .unwrap_or_else(|| format!("127.0.0.1:{}", 8100 + a.id));
     let election_timeout_ms = parse_range(&a.election_timeout_ms)?;
+    if a.admin_token
+        .as_deref()
+        .is_some_and(|t| t.trim().is_empty() || t.contains(char::is_whitespace))
+    {
+        return Err(anyhow!("--admin-token must be non-empty and without spaces"));
+    }
     if a.heartbeat_ms == 0 || a.heartbeat_ms >= election_timeout_ms.0 {
         return Err(anyhow!("--heartbeat-ms must be positive and below the election timeout"));
     }
@@ -109,6 +119,7 @@ pub fn build_config(a: &NodeArgs) -> Result<NodeConfig> {
         heartbeat_ms: a.heartbeat_ms,
         tick_ms: a.tick_ms.max(1),
         enable_fault_injection: a.enable_fault_injection,
+        admin_token: a.admin_token.clone(),
         snapshot_entries: a.snapshot_entries,
         request_timeout: Duration::from_millis(a.request_timeout_ms.max(100)),
     })
@@ -129,8 +140,11 @@ pub fn run(cfg: NodeConfig) -> Result<()> {
     system.block_on(async move {
         let handle =
             start_node(cfg.clone(), store, Box::new(sm)).await.map_err(|e| anyhow!("{e}"))?;
-        let routes =
-            NodeRoutes { handle: handle.clone(), fault_injection: cfg.enable_fault_injection };
+        let routes = NodeRoutes {
+            handle: handle.clone(),
+            fault_injection: cfg.enable_fault_injection,
+            admin_token: cfg.admin_token.clone(),
+        };
         let kv_state = flotilla_kv::http::KvHttpState::new(handle.clone(), reader.clone());
         let server = HttpServer::new(move || {
             App::new()
@@ -150,7 +164,8 @@ pub fn run(cfg: NodeConfig) -> Result<()> {
             cfg.id, cfg.listen, cfg.api, cfg.data_dir
         );
         if let Some(url) = cfg.join.clone() {
-            crate::join::spawn_join(url, cfg.id, cfg.listen.clone(), cfg.api.clone());
+            let token = cfg.admin_token.clone();
+            crate::join::spawn_join(url, cfg.id, cfg.listen.clone(), cfg.api.clone(), token);
         }
         // Leave when this node is removed from the cluster (INTERFACE.md).
         loop {

@@ -153,6 +153,7 @@ async fn run(o: &Opts, dir: &std::path::Path) {
             heartbeat_ms: 50,
             tick_ms: 10,
             enable_fault_injection: false,
+            admin_token: None,
             snapshot_entries: 200_000,
             request_timeout: Duration::from_secs(10),
         };

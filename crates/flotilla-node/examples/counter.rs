@@ -189,6 +189,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         heartbeat_ms: 50,
         tick_ms: 10,
         enable_fault_injection: false,
+        admin_token: None,
         snapshot_entries: 1000,
         request_timeout: Duration::from_secs(5),
     };
@@ -202,7 +203,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     actix::System::new().block_on(async move {
         let node =
             flotilla_node::start_node(cfg.clone(), Box::new(store), Box::new(counter)).await?;
-        let routes = NodeRoutes { handle: node.clone(), fault_injection: false };
+        let routes = NodeRoutes { handle: node.clone(), fault_injection: false, admin_token: None };
         HttpServer::new(move || {
             App::new()
                 .app_data(web::Data::new(node.clone()))

@@ -25,6 +25,8 @@ pub struct NodeConfig {
     /// The core's tick. Election and heartbeat intervals are converted to ticks of this.
     pub tick_ms: u64,
     pub enable_fault_injection: bool,
+    /// `--admin-token`: when set, `/v1/admin/*` requires `Authorization: Bearer <token>`.
+    pub admin_token: Option<String>,
     /// Take a snapshot when this many entries were applied since the last one (0: never).
     pub snapshot_entries: u64,
     /// How long a client request may wait for its answer before 504.

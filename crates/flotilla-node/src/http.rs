@@ -20,6 +20,44 @@ use crate::handle::{AdminError, NodeHandle};
 pub struct NodeRoutes {
     pub handle: NodeHandle,
     pub fault_injection: bool,
+    /// When set, every `/v1/admin/*` route requires `Authorization: Bearer <token>` and
+    /// answers 401 `{"error":"unauthorized"}` otherwise. `None`: admin routes are open
+    /// (to whoever can reach the API address, 127.0.0.1 by default).
+    pub admin_token: Option<String>,
+}
+
+/// Checks the bearer token of an admin request; `Some(401 answer)` when it is missing or
+/// wrong. Runs before anything else the route does, so an unauthorized request learns
+/// nothing (not even whether fault injection is on).
+fn unauthorized(req: &HttpRequest, st: &NodeRoutes) -> Option<HttpResponse> {
+    let expected = st.admin_token.as_deref()?;
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    if given.is_some_and(|g| token_matches(g.as_bytes(), expected.as_bytes())) {
+        return None;
+    }
+    let mut resp = error_json(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "admin routes need the header Authorization: Bearer <token> (--admin-token)",
+    );
+    resp.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+    Some(resp)
+}
+
+/// Compares in time that depends only on the expected token's length, never on where the
+/// first difference is (no byte-by-byte timing oracle for the token).
+fn token_matches(given: &[u8], expected: &[u8]) -> bool {
+    let mut diff = u64::from(given.len() != expected.len());
+    for (i, e) in expected.iter().enumerate() {
+        diff |= u64::from(given.get(i).copied().unwrap_or(0) ^ e);
+    }
+    std::hint::black_box(diff) == 0
 }
 
 /// `{"error": code, "message": text}` with `status`.
@@ -240,6 +278,9 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Box<Htt
 }
 
 async fn add_member(req: HttpRequest, st: web::Data<NodeRoutes>, body: Bytes) -> HttpResponse {
+    if let Some(denied) = unauthorized(&req, &st) {
+        return denied;
+    }
     let m: AddMember = match parse_json(&body) {
         Ok(m) => m,
         Err(r) => return *r,
@@ -273,6 +314,9 @@ async fn remove_member(
     st: web::Data<NodeRoutes>,
     id: web::Path<String>,
 ) -> HttpResponse {
+    if let Some(denied) = unauthorized(&req, &st) {
+        return denied;
+    }
     let Ok(id) = id.parse::<u64>() else {
         return error_json(
             StatusCode::BAD_REQUEST,
@@ -293,6 +337,9 @@ struct TransferReq {
 }
 
 async fn transfer_leader(req: HttpRequest, st: web::Data<NodeRoutes>, body: Bytes) -> HttpResponse {
+    if let Some(denied) = unauthorized(&req, &st) {
+        return denied;
+    }
     let t: TransferReq = match parse_json(&body) {
         Ok(t) => t,
         Err(r) => return *r,
@@ -304,13 +351,19 @@ async fn transfer_leader(req: HttpRequest, st: web::Data<NodeRoutes>, body: Byte
 }
 
 async fn snapshot(req: HttpRequest, st: web::Data<NodeRoutes>) -> HttpResponse {
+    if let Some(denied) = unauthorized(&req, &st) {
+        return denied;
+    }
     match st.handle.snapshot_now().await {
         Ok(v) => HttpResponse::Ok().json(v),
         Err(e) => client_error_response(&req, &e),
     }
 }
 
-async fn set_faults(st: web::Data<NodeRoutes>, body: Bytes) -> HttpResponse {
+async fn set_faults(req: HttpRequest, st: web::Data<NodeRoutes>, body: Bytes) -> HttpResponse {
+    if let Some(denied) = unauthorized(&req, &st) {
+        return denied;
+    }
     if !st.fault_injection {
         return fault_injection_off();
     }
@@ -326,7 +379,10 @@ async fn set_faults(st: web::Data<NodeRoutes>, body: Bytes) -> HttpResponse {
     HttpResponse::Ok().json(v)
 }
 
-async fn clear_faults(st: web::Data<NodeRoutes>) -> HttpResponse {
+async fn clear_faults(req: HttpRequest, st: web::Data<NodeRoutes>) -> HttpResponse {
+    if let Some(denied) = unauthorized(&req, &st) {
+        return denied;
+    }
     if !st.fault_injection {
         return fault_injection_off();
     }
@@ -340,4 +396,17 @@ fn fault_injection_off() -> HttpResponse {
         "fault_injection_disabled",
         "fault injection is off; start the node with --enable-fault-injection",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::token_matches;
+
+    #[test]
+    fn tokens_match_only_when_equal() {
+        assert!(token_matches(b"s3cret", b"s3cret"));
+        for wrong in [&b""[..], b"s3cre", b"s3cret!", b"S3cret", b"x3cret", b"s3crex"] {
+            assert!(!token_matches(wrong, b"s3cret"), "{wrong:?}");
+        }
+    }
 }

@@ -2,7 +2,8 @@
 //! The raft actor hands it one write at a time; everything that piled up meanwhile goes
 //! into the next one, so a burst of proposals costs one fsync (group commit).
 
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use actix::prelude::*;
@@ -50,9 +51,34 @@ impl LogActor {
     }
 }
 
+/// **Test-only fault hook.** When this environment variable holds a number N, the
+/// (N+1)-th durable write of the process fails, without writing anything, as a failed
+/// fsync would (and every later one too). It exists so that the integration tests can
+/// prove that a node whose disk fails stops and never acknowledges what is not durable
+/// (`tests/bad_input.rs`). Never set it outside tests; docs/security.md lists it.
+pub const FAIL_WRITE_AFTER_ENV: &str = "FLOTILLA_TEST_FAIL_LOG_WRITE_AFTER";
+
+/// The injected failure for this write, if the test hook is armed and its count is spent.
+fn injected_write_failure() -> Option<LogError> {
+    static LIMIT: OnceLock<Option<u64>> = OnceLock::new();
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let limit = (*LIMIT.get_or_init(|| {
+        std::env::var(FAIL_WRITE_AFTER_ENV).ok().and_then(|v| v.trim().parse().ok())
+    }))?;
+    let n = WRITES.fetch_add(1, Ordering::Relaxed);
+    (n >= limit).then(|| {
+        LogError::Io(std::io::Error::other(format!(
+            "fsync failed (injected by {FAIL_WRITE_AFTER_ENV}={limit})"
+        )))
+    })
+}
+
 impl Handler<Write> for LogActor {
     type Result = Result<WriteDone, LogError>;
     fn handle(&mut self, w: Write, _: &mut SyncContext<Self>) -> Self::Result {
+        if let Some(e) = injected_write_failure() {
+            return Err(e);
+        }
         let started = Instant::now();
         let last = w.entries.last().map(|e| (e.index, e.term));
         self.store().write(w.hard_state.as_ref(), &w.entries)?;

@@ -131,7 +131,12 @@ impl EtcdConn {
         Q: prost::Message + Send + Sync + 'static,
         R: prost::Message + Default + Send + Sync + 'static,
     {
-        self.grpc.ready().await.map_err(|e| OpError::Connect(e.to_string()))?;
+        // A channel to a member that is down reconnects forever: bound the wait.
+        match tokio::time::timeout(self.timeout, self.grpc.ready()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(OpError::Connect(e.to_string())),
+            Err(_) => return Err(OpError::Timeout),
+        }
         let mut r = tonic::Request::new(req);
         r.set_timeout(self.timeout);
         let codec = ProstCodec::<Q, R>::default();
