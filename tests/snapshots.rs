@@ -373,6 +373,9 @@ fn measure_snapshot_build_write_latency_and_learner_catch_up() {
         })
     });
     let joined = t.elapsed();
+    let installed = metric_or_zero(&c, 4, "flotilla_snapshots_installed_total");
+    let first = c.status(leader).map(|s| s["first_log_index"].clone());
+    eprintln!("node 4 installed {installed} snapshot(s); the leader's log starts at {first:?}");
     let sent = events.of("snapshot_send_done", Some(leader));
     eprintln!(
         "node 4 caught up and was promoted in {:.1}s; transfers: {sent:?}",

@@ -1,5 +1,3 @@
-// Parts of the launcher (pause, resume, restart, add_spec) are driven by the TUI.
-#![allow(dead_code)]
 //! Starts and supervises local node processes (for `flotilla cluster start`, the TUI, the
 //! benchmarks and the tests). Children run in their own process group and die with us
 //! (`PR_SET_PDEATHSIG`), so a launcher that crashes leaves no orphans.
@@ -132,10 +130,6 @@ impl Launcher {
         self.children.get(&id).map(|c| c.id())
     }
 
-    pub fn is_running(&self, id: u64) -> bool {
-        self.children.contains_key(&id)
-    }
-
     fn signal(&self, id: u64, sig: Signal) -> Result<()> {
         let pid = self.pid(id).context("node is not running")?;
         kill(Pid::from_raw(pid as i32), sig).with_context(|| format!("signalling node {id}"))
@@ -158,13 +152,6 @@ impl Launcher {
 
     pub fn resume(&self, id: u64) -> Result<()> {
         self.signal(id, Signal::SIGCONT)
-    }
-
-    pub fn restart(&mut self, id: u64) -> Result<u32> {
-        if self.is_running(id) {
-            self.kill9(id)?;
-        }
-        self.start(id, None)
     }
 
     /// Reaps children that exited on their own; returns them.

@@ -3,6 +3,8 @@
 //! sees another leader in the model with a measured failover time, restarts the old one,
 //! and on shutdown leaves no process behind.
 
+// The binary uses all of the launcher; a test uses only what it drives.
+#[allow(dead_code)]
 #[path = "../src/launcher.rs"]
 mod launcher;
 #[allow(dead_code)]

@@ -5,6 +5,8 @@
 //! The TUI lives in the binary crate, so this test includes its module files (`#[path]`),
 //! with the launcher it drives.
 
+// The binary uses all of the launcher; a test uses only what it drives.
+#[allow(dead_code)]
 #[path = "../src/launcher.rs"]
 mod launcher;
 #[allow(dead_code)]
