@@ -10,12 +10,30 @@ use flotilla_kv::http::{decode_key, encode_key};
 use libfuzzer_sys::fuzz_target;
 use tokio_util::codec::Decoder;
 
+/// actix-http's configuration starts its date service on the current tokio LocalSet (a
+/// node always builds it inside its actix runtime), so it is built once inside one, and
+/// the runtime is kept alongside (reachable, so the leak checker does not flag it).
+struct Http {
+    config: ServiceConfig,
+    _local: tokio::task::LocalSet,
+    _rt: tokio::runtime::Runtime,
+}
+
+thread_local! {
+    static HTTP: Http = {
+        let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        let local = tokio::task::LocalSet::new();
+        let config = local.block_on(&rt, async { ServiceConfig::default() });
+        Http { config, _local: local, _rt: rt }
+    };
+}
+
 fuzz_target!(|data: &[u8]| {
     let segment = String::from_utf8_lossy(data);
     if let Ok(key) = decode_key(&segment) {
         assert_eq!(decode_key(&encode_key(&key)).as_ref(), Ok(&key));
     }
-    let mut codec = Codec::new(ServiceConfig::default());
+    let mut codec = HTTP.with(|h| Codec::new(h.config.clone()));
     let mut buf = BytesMut::from(data);
     for _ in 0..64 {
         match codec.decode(&mut buf) {
