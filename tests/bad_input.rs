@@ -18,20 +18,6 @@ use flotilla_wire::handshake::{HandshakeConfig, client_handshake};
 use flotilla_wire::{HandshakeError, WireCodec, WireMessage};
 use serde_json::{Value, json};
 
-fn metric(api: &str, name: &str) -> u64 {
-    let text = http()
-        .get(&format!("{api}/metrics"))
-        .call()
-        .ok()
-        .and_then(|mut r| r.body_mut().read_to_string().ok())
-        .unwrap_or_default();
-    text.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
-}
-
 /// Writes `bytes`, then reads until the peer closes; true if it closed within `timeout`.
 /// Whatever it sent before closing (a `Refused` frame) is ignored.
 fn peer_closes_after(addr: &str, bytes: &[u8], timeout: Duration) -> bool {
@@ -127,7 +113,7 @@ fn garbage_and_oversized_frames_on_the_raft_port_are_refused_and_change_nothing(
     ];
     for id in &all {
         let raft = c.nodes[id].raft.clone();
-        let before = metric(&c.api(*id), "flotilla_handshake_failures_total");
+        let before = counter(&c.api(*id), "flotilla_handshake_failures_total");
         for (what, bytes) in &cases {
             assert!(
                 peer_closes_after(&raft, bytes, Duration::from_secs(10)),
@@ -139,7 +125,7 @@ fn garbage_and_oversized_frames_on_the_raft_port_are_refused_and_change_nothing(
             peer_closes_after(&raft, &[0, 0, 1, 0, 1, 2], Duration::from_secs(12)),
             "node {id} waited forever for a truncated frame"
         );
-        let after = metric(&c.api(*id), "flotilla_handshake_failures_total");
+        let after = counter(&c.api(*id), "flotilla_handshake_failures_total");
         assert!(after >= before + cases.len() as u64, "node {id} counted {before} -> {after}");
     }
     still_serving(&c, term, "garbage on the raft port");
@@ -176,7 +162,7 @@ fn handshakes_with_a_wrong_secret_cluster_id_or_node_id_are_refused() {
     let target = *all.iter().find(|id| **id != leader).unwrap();
     let other = *all.iter().find(|id| **id != leader && **id != target).unwrap();
     let addr = c.nodes[&target].raft.clone();
-    let before = metric(&c.api(target), "flotilla_handshake_failures_total");
+    let before = counter(&c.api(target), "flotilla_handshake_failures_total");
 
     // The wrong secret: the node's proof does not check out for us, and ours not for it.
     let e = dial(&addr, "flotilla", other, Some("wrong-secret"), target).unwrap_err();
@@ -204,13 +190,13 @@ fn handshakes_with_a_wrong_secret_cluster_id_or_node_id_are_refused() {
     // The node's own id, and a dial meant for another node.
     assert!(dial(&addr, "flotilla", target, Some("right-secret"), target).is_err());
     assert!(dial(&addr, "flotilla", other, Some("right-secret"), other).is_err());
-    let after = metric(&c.api(target), "flotilla_handshake_failures_total");
+    let after = counter(&c.api(target), "flotilla_handshake_failures_total");
     assert!(after >= before + 5, "handshake failures counted: {before} -> {after}");
 
     // A peer that knows the secret may only speak for itself: a message claiming another
     // sender (or addressed to another node) closes its connection.
     // So does an oversized or malformed frame after the handshake.
-    let bad_before = metric(&c.api(target), "flotilla_bad_frames_total");
+    let bad_before = counter(&c.api(target), "flotilla_bad_frames_total");
     let lie = |from: u64, to: u64| {
         let m = WireMessage::Raft(Message {
             from: NodeId(from),
@@ -245,7 +231,7 @@ fn handshakes_with_a_wrong_secret_cluster_id_or_node_id_are_refused() {
         });
         assert!(closed, "{what} on node {other}'s connection did not close it");
     }
-    let bad_after = metric(&c.api(target), "flotilla_bad_frames_total");
+    let bad_after = counter(&c.api(target), "flotilla_bad_frames_total");
     assert!(
         bad_after >= bad_before + payloads.len() as u64,
         "bad frames counted: {bad_before} -> {bad_after}"

@@ -121,7 +121,7 @@ fn peers_with_the_wrong_secret_or_cluster_id_cannot_join_or_disturb() {
         let deadline = Instant::now() + Duration::from_secs(10);
         assert_eq!(put_retry(&[c.api(leader)], &key, "1", deadline), WriteOutcome::Ok);
         eventually(Duration::from_secs(5), "the leader refuses the impostor's handshakes", || {
-            metric(&c.api(leader), "flotilla_handshake_failures_total") > 0
+            counter(&c.api(leader), "flotilla_handshake_failures_total") > 0
         });
         std::thread::sleep(Duration::from_millis(1000));
         let (l, t) = c.wait_leader(&others, Duration::from_secs(5));
@@ -130,18 +130,4 @@ fn peers_with_the_wrong_secret_or_cluster_id_cannot_join_or_disturb() {
         let (st, _, _) = get_key(&c.api(victim), &key, "stale");
         assert_ne!(st, 200, "the impostor learned {key}");
     }
-}
-
-fn metric(api: &str, name: &str) -> u64 {
-    let text = http()
-        .get(&format!("{api}/metrics"))
-        .call()
-        .ok()
-        .and_then(|mut r| r.body_mut().read_to_string().ok())
-        .unwrap_or_default();
-    text.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
 }

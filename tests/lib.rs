@@ -441,6 +441,11 @@ pub fn metric(api: &str, name: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
 }
 
+/// A counter from a node's `/metrics`, 0 when the node or the counter is missing.
+pub fn counter(api: &str, name: &str) -> u64 {
+    metric(api, name).map_or(0, |v| v as u64)
+}
+
 /// Every `/v1/events` line of some nodes, collected in the background from when it is
 /// created (reconnecting while a node restarts).
 pub struct Events {

@@ -190,13 +190,24 @@ fn call(method: &str, url: &str, body: Option<&Value>) -> Result<(u16, Value, Op
     // The nodes' admin bearer token (`--admin-token`), taken from the same variable.
     let auth = std::env::var("FLOTILLA_ADMIN_TOKEN").ok().filter(|t| !t.trim().is_empty());
     let auth = auth.map(|t| format!("Bearer {}", t.trim()));
-    let resp = match (method, body, auth) {
-        ("POST", Some(b), Some(a)) => agent.post(url).header("Authorization", &a).send_json(b),
-        ("POST", Some(b), None) => agent.post(url).send_json(b),
-        ("POST", None, Some(a)) => agent.post(url).header("Authorization", &a).send_empty(),
-        ("POST", None, None) => agent.post(url).send_empty(),
-        ("DELETE", _, Some(a)) => agent.delete(url).header("Authorization", &a).call(),
-        ("DELETE", _, None) => agent.delete(url).call(),
+    let resp = match method {
+        "POST" => {
+            let mut req = agent.post(url);
+            if let Some(a) = &auth {
+                req = req.header("Authorization", a);
+            }
+            match body {
+                Some(b) => req.send_json(b),
+                None => req.send_empty(),
+            }
+        }
+        "DELETE" => {
+            let mut req = agent.delete(url);
+            if let Some(a) = &auth {
+                req = req.header("Authorization", a);
+            }
+            req.call()
+        }
         _ => agent.get(url).call(),
     };
     let mut resp = resp.map_err(|e| anyhow!("{url}: {e}"))?;

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use super::hist::{Latencies, Summary};
 use super::http::{self, OpError};
 use super::{Shape, Target, TargetArgs, Workload, cluster, etcd};
+use crate::check::rng::Rng;
 
 /// Per-request deadline: a request slower than this counts as an error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -51,25 +52,6 @@ pub struct LoadResult {
     /// The bench's own CPU use during the run, % of one core.
     pub client_cpu_pct: f64,
     pub loadavg: String,
-}
-
-/// splitmix64: a fast, seeded, good-enough generator for picking keys.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
-    }
 }
 
 /// Key `i` of the key space: `k` and zero-padded digits, exactly `size` bytes.

@@ -22,7 +22,8 @@
 mod client;
 mod cluster;
 mod history;
-mod rng;
+/// Also the benchmarks' key picker.
+pub(crate) mod rng;
 mod schedule;
 mod timeline;
 

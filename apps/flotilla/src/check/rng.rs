@@ -1,6 +1,7 @@
 //! SplitMix64: a tiny seeded generator that stays the same forever, so a seed printed
 //! today replays the same fault schedule and the same client choices after any dependency
-//! upgrade (the `rand` crate does not promise that for its `StdRng`).
+//! upgrade (the `rand` crate does not promise that for its `StdRng`). `flotilla bench`
+//! draws its keys from it too.
 
 #[derive(Clone, Debug)]
 pub struct Rng(u64);
