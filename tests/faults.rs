@@ -68,6 +68,12 @@ fn isolated_leader_steps_down_and_its_minority_writes_never_succeed() {
     eventually(Duration::from_secs(5), "old leader steps down", || {
         c.status(old).is_some_and(|s| s["role"] != "leader")
     });
+    // Cut off, it knows no leader: not ready for a load balancer; the majority side is.
+    eventually(Duration::from_secs(5), "the isolated node reports not ready", || {
+        request("GET", &format!("{}/v1/ready", c.api(old)), None).0 == 503
+    });
+    let (st, body, _) = request("GET", &format!("{}/v1/ready", c.api(new)), None);
+    assert_eq!((st, body["leader"].as_u64()), (200, Some(new)), "{body}");
     let deadline = Instant::now() + Duration::from_secs(10);
     assert_eq!(put_retry(&[c.api(new)], "after", "2", deadline), WriteOutcome::Ok);
 
@@ -76,6 +82,7 @@ fn isolated_leader_steps_down_and_its_minority_writes_never_succeed() {
     eventually(Duration::from_secs(10), "old leader rejoins and catches up", || {
         c.status(old).and_then(|s| s["applied_index"].as_u64()).is_some_and(|a| a >= commit)
     });
+    assert_eq!(request("GET", &format!("{}/v1/ready", c.api(old)), None).0, 200);
     // Nothing the minority side was asked to write exists anywhere.
     for id in &all {
         for (key, _) in &minority {

@@ -140,6 +140,11 @@ pub fn configure(cfg: &mut web::ServiceConfig, routes: NodeRoutes) {
                 .default_service(web::to(method_not_allowed)),
         )
         .service(
+            web::resource("/v1/ready")
+                .route(web::get().to(ready))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
             web::resource("/v1/log")
                 .route(web::get().to(log_view))
                 .default_service(web::to(method_not_allowed)),
@@ -184,6 +189,24 @@ pub fn configure(cfg: &mut web::ServiceConfig, routes: NodeRoutes) {
 
 async fn status(st: web::Data<NodeRoutes>) -> HttpResponse {
     HttpResponse::Ok().json(st.handle.status().await)
+}
+
+/// Readiness for load balancers and Kubernetes probes: 200 while this node knows a leader
+/// (so it can answer or redirect/forward clients), 503 otherwise: before the first
+/// election, while cut off from the majority, and once removed from the cluster.
+async fn ready(st: web::Data<NodeRoutes>) -> HttpResponse {
+    let s = st.handle.status().await;
+    let removed = s["removed"].as_bool() == Some(true);
+    match s["leader"].as_u64() {
+        Some(leader) if !removed => {
+            HttpResponse::Ok().json(json!({"ready": true, "leader": leader, "role": s["role"]}))
+        }
+        _ => error_json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            if removed { "removed from the cluster" } else { "no leader is known" },
+        ),
+    }
 }
 
 #[derive(Deserialize)]
