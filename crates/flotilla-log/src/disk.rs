@@ -48,7 +48,9 @@ pub struct FjallOptions {
     /// Small writes to the meta keyspace pin journals until this cap forces a flush, so it
     /// also bounds replay on open.
     pub journal_bytes_max: u64,
-    /// fjall's block cache.
+    /// fjall's block cache (shared by the log and the state machine's keyspaces). 8 MiB:
+    /// recent entries are served from the memtable, and a larger cache mostly raised RSS
+    /// under load (docs/benchmarks.md, "Smaller fjall memtables and block cache").
     pub cache_bytes: u64,
 }
 
@@ -57,7 +59,7 @@ impl Default for FjallOptions {
         FjallOptions {
             log_memtable_bytes: 16 * 1024 * 1024,
             journal_bytes_max: 64 * 1024 * 1024,
-            cache_bytes: 32 * 1024 * 1024,
+            cache_bytes: 8 * 1024 * 1024,
         }
     }
 }
