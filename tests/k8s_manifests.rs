@@ -282,12 +282,16 @@ fn kustomization_covers_every_file_and_the_storage_class_setting_fits() {
     assert_eq!(flag(&args(&sts), "--data-dir"), "/data");
 }
 
-/// Long flags in `flotilla node --help`.
+/// The long options `flotilla node --help` lists.
 fn node_flags() -> BTreeSet<String> {
     let help =
         run_ok(Command::new(flotilla_bin()).args(["node", "--help"]), "flotilla node --help");
-    help.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
-        .filter(|w| w.starts_with("--") && w.len() > 2)
+    // Option lines start with the option ("  -h, --help", "      --id <ID>"); a flag that
+    // is only mentioned in another option's description does not count.
+    help.lines()
+        .map(str::trim_start)
+        .filter(|l| l.starts_with('-'))
+        .filter_map(|l| l.split([' ', ',', '=']).find(|w| w.starts_with("--") && w.len() > 2))
         .map(str::to_string)
         .collect()
 }
