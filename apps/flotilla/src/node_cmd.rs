@@ -45,7 +45,7 @@ pub struct NodeArgs {
     #[arg(long, env = "FLOTILLA_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// Shared secret that peers must prove they know (never sent on the wire).
-    #[arg(long, env = "FLOTILLA_CLUSTER_SECRET")]
+    #[arg(long, env = "FLOTILLA_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
     /// Name of the cluster; data dirs and peers of another cluster are refused.
     #[arg(long, default_value = "flotilla")]
@@ -83,7 +83,11 @@ pub fn build_config(a: &NodeArgs) -> Result<NodeConfig> {
         ));
     }
     let me = initial_cluster.iter().find(|(id, _)| id.0 == a.id);
-    if !initial_cluster.is_empty() && me.is_none() && a.join.is_none() {
+    // A node named in --initial-cluster bootstraps from it (or restarts from its data
+    // dir) even when --join is given too: a StatefulSet hands every pod the same
+    // arguments, and only pods added later must ask to join.
+    let join = if me.is_some() { None } else { a.join.clone() };
+    if !initial_cluster.is_empty() && me.is_none() && join.is_none() {
         return Err(anyhow!("--initial-cluster does not name this node's id {}", a.id));
     }
     let listen = a
@@ -111,8 +115,8 @@ pub fn build_config(a: &NodeArgs) -> Result<NodeConfig> {
         data_dir: a.data_dir.clone(),
         listen,
         api,
-        initial_cluster: if a.join.is_some() { Vec::new() } else { initial_cluster },
-        join: a.join.clone(),
+        initial_cluster: if join.is_some() { Vec::new() } else { initial_cluster },
+        join,
         cluster_id: a.cluster_id.clone(),
         cluster_secret: a.cluster_secret.clone().map(String::into_bytes),
         election_timeout_ms,
@@ -125,10 +129,31 @@ pub fn build_config(a: &NodeArgs) -> Result<NodeConfig> {
     })
 }
 
+/// Written (and synced) into the data dir when the node learns it was removed. A removed
+/// node restarted with the same arguments (Kubernetes always restarts containers; every
+/// pod carries `--join`) must not ask to be added again: ids are never reused.
+const REMOVED_MARKER: &str = "removed";
+
+fn mark_removed(data_dir: &std::path::Path) -> std::io::Result<()> {
+    let f = std::fs::File::create(data_dir.join(REMOVED_MARKER))?;
+    f.sync_all()?;
+    std::fs::File::open(data_dir)?.sync_all()
+}
+
 /// Runs the node until it is removed from the cluster (exit 0) or fails (exit 1).
 pub fn run(cfg: NodeConfig) -> Result<()> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating {:?}", cfg.data_dir))?;
+    if cfg.data_dir.join(REMOVED_MARKER).exists() {
+        eprintln!(
+            "flotilla node {}: this data dir belongs to a node that was removed from the \
+             cluster ({:?} exists); exiting. Ids are never reused: add a new node with a new \
+             id and an empty data dir.",
+            cfg.id,
+            cfg.data_dir.join(REMOVED_MARKER)
+        );
+        return Ok(());
+    }
     let identity = Identity { cluster_id: cfg.cluster_id.clone(), node_id: cfg.id };
     let store = FjallLogStore::open(cfg.data_dir.join("db"), identity)
         .map_err(|e| anyhow!("opening the data dir: {e}"))?;
@@ -173,6 +198,8 @@ pub fn run(cfg: NodeConfig) -> Result<()> {
             let st = handle.status().await;
             if st["removed"].as_bool() == Some(true) {
                 eprintln!("flotilla node {}: removed from the cluster; exiting", cfg.id);
+                mark_removed(&cfg.data_dir)
+                    .with_context(|| format!("marking {:?} as removed", cfg.data_dir))?;
                 // Graceful, but bounded: an open /v1/events stream never ends by itself.
                 let stop = server_handle.stop(true);
                 let _ = tokio::time::timeout(Duration::from_secs(2), stop).await;
