@@ -10,9 +10,9 @@ use flotilla_kv::KvStateMachine;
 use flotilla_log::{FjallLogStore, Identity, LogStore};
 use flotilla_node::http::NodeRoutes;
 use flotilla_node::{ForwardMode, NodeConfig, start_node};
+use flotilla_raft::NodeId;
 
 use crate::node_ident;
-use flotilla_raft::NodeId;
 
 #[derive(Args, Debug, Clone)]
 pub struct NodeArgs {
@@ -25,10 +25,11 @@ pub struct NodeArgs {
     /// Where the node keeps its log, state machine and snapshots.
     #[arg(long)]
     pub data_dir: PathBuf,
-    /// Raft transport address (HOST:PORT). Default: 127.0.0.1:(7100+id).
+    /// Raft transport bind address (HOST:PORT). Default: the --initial-cluster entry, else
+    /// 127.0.0.1:(7100+id).
     #[arg(long)]
     pub listen: Option<String>,
-    /// HTTP API address (HOST:PORT). Default: 127.0.0.1:(8100+id).
+    /// HTTP API bind address (HOST:PORT). Default: the entry, else 127.0.0.1:(8100+id).
     #[arg(long)]
     pub api: Option<String>,
     /// Address peers dial for the raft transport (goes into the membership). Default: this

@@ -106,7 +106,8 @@ fn advertised(
         }
         (None, None) => bind.to_string(),
     };
-    if chosen.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+    let port = chosen.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok());
+    if port.is_none() || chosen.contains('/') {
         return Err(anyhow!("{flag} {chosen:?} is not HOST:PORT"));
     }
     if is_wildcard(&chosen) {
@@ -194,6 +195,7 @@ mod tests {
             (None, flags(None, Some(":8100"), None, None)),
             (None, flags(None, None, Some("0.0.0.0:1"), None)),
             (None, flags(None, None, Some("nohost"), None)),
+            (None, flags(None, None, None, Some("http://h:1"))),
             (Some(&me), flags(None, None, Some("other:1"), None)),
             (Some(&me), flags(None, None, None, Some("other:2"))),
         ];

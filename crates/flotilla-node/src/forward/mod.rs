@@ -121,10 +121,6 @@ impl Forwarder {
         Forwarder { inner: Arc::new(inner) }
     }
 
-    pub fn mode(&self) -> ForwardMode {
-        self.inner.mode
-    }
-
     /// How long a forwarded client request (KV) may take: the leader answers within the
     /// request timeout (else its own `504`), so a little more lets its answer through.
     pub fn client_timeout(&self) -> Duration {
