@@ -61,11 +61,25 @@ pub struct Cluster {
     bin: PathBuf,
     /// Nodes started with `--join URL` instead of `--initial-cluster`.
     joins: BTreeMap<u64, String>,
+    /// Bind `--listen` and `--api` on this host (the ports stay the nodes').
+    bind_host: Option<String>,
 }
 
 impl Cluster {
     /// Starts `n` nodes with fault injection enabled and `extra` node arguments.
     pub fn start(n: u64, extra: &[&str]) -> Cluster {
+        Cluster::start_named(n, extra, "127.0.0.1", None)
+    }
+
+    /// [`Cluster::start`] with `spec_host` (a DNS name, say) in `--initial-cluster`, and
+    /// binding `bind_host` (say the wildcard 0.0.0.0) when given. Tests still dial
+    /// 127.0.0.1 (`NodeProc::raft`, `api`), so both must lead there.
+    pub fn start_named(
+        n: u64,
+        extra: &[&str],
+        spec_host: &str,
+        bind_host: Option<&str>,
+    ) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let ports = free_ports(2 * n as usize);
         let mut nodes = BTreeMap::new();
@@ -82,9 +96,10 @@ impl Cluster {
                 },
             );
         }
+        let on_spec_host = |addr: &str| addr.replace("127.0.0.1", spec_host);
         let spec = nodes
             .values()
-            .map(|n| format!("{}={}@{}", n.id, n.raft, n.api))
+            .map(|n| format!("{}={}@{}", n.id, on_spec_host(&n.raft), on_spec_host(&n.api)))
             .collect::<Vec<_>>()
             .join(",");
         let mut c = Cluster {
@@ -96,6 +111,7 @@ impl Cluster {
             fault_injection: true,
             bin: flotilla_bin(),
             joins: BTreeMap::new(),
+            bind_host: bind_host.map(String::from),
         };
         for id in 1..=n {
             c.spawn(id);
@@ -107,6 +123,18 @@ impl Cluster {
         let spec = self.spec.clone();
         let extra = self.extra.clone();
         let log_path = self.dir.path().join(format!("node-{id}.log"));
+        let (listen, api) = (self.bind(&self.nodes[&id].raft), self.bind(&self.nodes[&id].api));
+        // A joining node has no --initial-cluster entry to take its advertised addresses
+        // from, and a wildcard bind cannot be advertised: say where it is reached.
+        let advertise = match (&self.bind_host, self.joins.contains_key(&id)) {
+            (Some(_), true) => vec![
+                "--advertise-peer".to_string(),
+                self.nodes[&id].raft.clone(),
+                "--advertise-api".to_string(),
+                self.nodes[&id].api.clone(),
+            ],
+            _ => Vec::new(),
+        };
         let node = self.nodes.get_mut(&id).expect("node");
         assert!(node.child.is_none(), "node {id} already running");
         let log =
@@ -116,7 +144,8 @@ impl Cluster {
             .args(["--id", &id.to_string()])
             .arg("--data-dir")
             .arg(&node.data_dir)
-            .args(["--listen", &node.raft, "--api", &node.api]);
+            .args(["--listen", &listen, "--api", &api])
+            .args(&advertise);
         match self.joins.get(&id) {
             Some(url) => cmd.args(["--join", url]),
             None => cmd.args(["--initial-cluster", &spec]),
@@ -135,6 +164,14 @@ impl Cluster {
             });
         }
         node.child = Some(cmd.spawn().expect("spawn flotilla node"));
+    }
+
+    /// `addr` on the bind host, if the cluster has one.
+    fn bind(&self, addr: &str) -> String {
+        match (&self.bind_host, addr.rsplit_once(':')) {
+            (Some(host), Some((_, port))) => format!("{host}:{port}"),
+            _ => addr.to_string(),
+        }
     }
 
     /// Starts a new node `id` (fresh ports and data dir) with `--join URL`: it asks the

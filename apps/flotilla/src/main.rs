@@ -9,6 +9,7 @@ mod cluster_cmd;
 mod join;
 mod launcher;
 mod node_cmd;
+mod node_ident;
 mod sim_cmd;
 mod tui;
 

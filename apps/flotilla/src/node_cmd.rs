@@ -9,23 +9,40 @@ use clap::Args;
 use flotilla_kv::KvStateMachine;
 use flotilla_log::{FjallLogStore, Identity, LogStore};
 use flotilla_node::http::NodeRoutes;
-use flotilla_node::{NodeConfig, start_node};
+use flotilla_node::{ForwardMode, NodeConfig, start_node};
 use flotilla_raft::NodeId;
+
+use crate::node_ident;
 
 #[derive(Args, Debug, Clone)]
 pub struct NodeArgs {
     /// This node's id (a positive integer, never reused).
+    #[arg(long, required_unless_present = "id_from_hostname", conflicts_with = "id_from_hostname")]
+    pub id: Option<u64>,
+    /// Take the id from the host name's StatefulSet ordinal: flotilla-2 is id 3.
     #[arg(long)]
-    pub id: u64,
+    pub id_from_hostname: bool,
     /// Where the node keeps its log, state machine and snapshots.
     #[arg(long)]
     pub data_dir: PathBuf,
-    /// Raft transport address (HOST:PORT). Default: 127.0.0.1:(7100+id).
+    /// Raft transport bind address (HOST:PORT). Default: the --initial-cluster entry, else
+    /// 127.0.0.1:(7100+id).
     #[arg(long)]
     pub listen: Option<String>,
-    /// HTTP API address (HOST:PORT). Default: 127.0.0.1:(8100+id).
+    /// HTTP API bind address (HOST:PORT). Default: the entry, else 127.0.0.1:(8100+id).
     #[arg(long)]
     pub api: Option<String>,
+    /// Address peers dial for the raft transport (goes into the membership). Default: this
+    /// node's --initial-cluster entry, else --listen.
+    #[arg(long)]
+    pub advertise_peer: Option<String>,
+    /// Address clients and peers use for the API. Default: the entry, else --api.
+    #[arg(long)]
+    pub advertise_api: Option<String>,
+    /// What a follower does with a leader-only request: auto (proxy when reached by another
+    /// name than --advertise-api, else 307), always (proxy) or never (307).
+    #[arg(long, value_name = "MODE", num_args = 0..=1, default_value = "auto", default_missing_value = "always")]
+    pub forward: ForwardMode,
     /// ID=RAFT_HOST:PORT@API_HOST:PORT,... (not needed with --join).
     #[arg(long, default_value = "")]
     pub initial_cluster: String,
@@ -72,7 +89,8 @@ fn parse_range(s: &str) -> Result<(u64, u64)> {
 
 /// Checks arguments; errors here exit with code 2.
 pub fn build_config(a: &NodeArgs) -> Result<NodeConfig> {
-    if a.id == 0 {
+    let id = node_ident::node_id(a.id, a.id_from_hostname)?;
+    if id == 0 {
         return Err(anyhow!("--id must be a positive integer"));
     }
     let initial_cluster = NodeConfig::parse_initial_cluster(&a.initial_cluster)
@@ -82,24 +100,21 @@ pub fn build_config(a: &NodeArgs) -> Result<NodeConfig> {
             "give --initial-cluster (a new or existing cluster) or --join API_URL"
         ));
     }
-    let me = initial_cluster.iter().find(|(id, _)| id.0 == a.id);
+    let me = initial_cluster.iter().find(|(i, _)| i.0 == id).map(|(_, addr)| addr);
     // A node named in --initial-cluster bootstraps from it (or restarts from its data
     // dir) even when --join is given too: a StatefulSet hands every pod the same
     // arguments, and only pods added later must ask to join.
     let join = if me.is_some() { None } else { a.join.clone() };
     if !initial_cluster.is_empty() && me.is_none() && join.is_none() {
-        return Err(anyhow!("--initial-cluster does not name this node's id {}", a.id));
+        return Err(anyhow!("--initial-cluster does not name this node's id {id}"));
     }
-    let listen = a
-        .listen
-        .clone()
-        .or_else(|| me.map(|(_, addr)| addr.raft_addr.clone()))
-        .unwrap_or_else(|| format!("127.0.0.1:{}", 7100 + a.id));
-    let api = a
-        .api
-        .clone()
-        .or_else(|| me.map(|(_, addr)| addr.api_addr.clone()))
-        .unwrap_or_else(|| format!("127.0.0.1:{}", 8100 + a.id));
+    let flags = node_ident::AddrFlags {
+        listen: a.listen.as_deref(),
+        api: a.api.as_deref(),
+        advertise_peer: a.advertise_peer.as_deref(),
+        advertise_api: a.advertise_api.as_deref(),
+    };
+    let addrs = node_ident::addresses(id, me, &flags)?;
     let election_timeout_ms = parse_range(&a.election_timeout_ms)?;
     if a.admin_token
         .as_deref()
@@ -111,10 +126,13 @@ pub fn build_config(a: &NodeArgs) -> Result<NodeConfig> {
         return Err(anyhow!("--heartbeat-ms must be positive and below the election timeout"));
     }
     Ok(NodeConfig {
-        id: NodeId(a.id),
+        id: NodeId(id),
         data_dir: a.data_dir.clone(),
-        listen,
-        api,
+        listen: addrs.listen,
+        api: addrs.api,
+        advertise_peer: addrs.advertise_peer,
+        advertise_api: addrs.advertise_api,
+        forward: a.forward,
         initial_cluster: if join.is_some() { Vec::new() } else { initial_cluster },
         join,
         cluster_id: a.cluster_id.clone(),
@@ -185,12 +203,12 @@ pub fn run(cfg: NodeConfig) -> Result<()> {
         let server_handle = server.handle();
         actix_rt::spawn(server);
         eprintln!(
-            "flotilla node {} listening: raft {} api {} data {:?}",
-            cfg.id, cfg.listen, cfg.api, cfg.data_dir
+            "flotilla node {} listening: raft {} (advertised {}) api {} (advertised {}) data {:?}",
+            cfg.id, cfg.listen, cfg.advertise_peer, cfg.api, cfg.advertise_api, cfg.data_dir
         );
         if let Some(url) = cfg.join.clone() {
-            let token = cfg.admin_token.clone();
-            crate::join::spawn_join(url, cfg.id, cfg.listen.clone(), cfg.api.clone(), token);
+            let (raft, api) = (cfg.advertise_peer.clone(), cfg.advertise_api.clone());
+            crate::join::spawn_join(url, cfg.id, raft, api, cfg.admin_token.clone());
         }
         // Leave when this node is removed from the cluster (INTERFACE.md).
         loop {

@@ -119,6 +119,12 @@ pub trait ClientApi: Clone + 'static {
 
     /// The applied index of the local state machine now.
     fn applied_index(&self) -> LogIndex;
+
+    /// The node's request forwarder (`--forward`); `None`: refusals are answered as they
+    /// are (307 to the leader, 503).
+    fn forwarder(&self) -> Option<&crate::forward::Forwarder> {
+        None
+    }
 }
 
 /// One line of `/v1/events`.

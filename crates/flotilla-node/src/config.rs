@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use flotilla_raft::{Membership, NodeAddr, NodeId};
 
+use crate::forward::ForwardMode;
+
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
     pub id: NodeId,
@@ -13,6 +15,12 @@ pub struct NodeConfig {
     pub listen: String,
     /// Where the HTTP API listens.
     pub api: String,
+    /// Where peers dial this node's raft transport; what goes into the membership.
+    pub advertise_peer: String,
+    /// Where clients and peers reach this node's API: membership, redirects, `--forward auto`.
+    pub advertise_api: String,
+    /// `--forward`: whether a follower proxies leader-only requests to the leader.
+    pub forward: ForwardMode,
     /// The initial cluster (empty when joining an existing one).
     pub initial_cluster: Vec<(NodeId, NodeAddr)>,
     /// `--join API_URL`: ask this cluster to add us.

@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 
 use crate::api::{Applied, ClientApi, ClientError, ReadConsistency};
 use crate::faults::FaultSpec;
+use crate::forward::Forwarder;
 use crate::raft_actor::{
     ChangeMembers, GetLog, GetMemberFacts, GetStatus, Propose, RaftActor, Read, TransferLeader,
 };
@@ -31,6 +32,7 @@ pub struct NodeHandle {
     /// core sees no change in flight during the catch-up, so this is what refuses a
     /// second request meanwhile.
     admin_busy: Arc<AtomicBool>,
+    forwarder: Forwarder,
 }
 
 /// Holds `admin_busy` for one admin request.
@@ -82,6 +84,7 @@ impl NodeHandle {
         id: NodeId,
         request_timeout: Duration,
         election_max_ms: u64,
+        forwarder: Forwarder,
     ) -> NodeHandle {
         NodeHandle {
             raft,
@@ -90,6 +93,7 @@ impl NodeHandle {
             request_timeout,
             election_max_ms,
             admin_busy: Arc::new(AtomicBool::new(false)),
+            forwarder,
         }
     }
 
@@ -281,5 +285,9 @@ impl ClientApi for NodeHandle {
 
     fn applied_index(&self) -> LogIndex {
         self.shared.applied()
+    }
+
+    fn forwarder(&self) -> Option<&Forwarder> {
+        Some(&self.forwarder)
     }
 }

@@ -11,7 +11,7 @@ use flotilla_raft::{NodeAddr, NodeId};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::ClientError;
+use crate::api::{ClientApi, ClientError};
 use crate::faults::FaultSpec;
 use crate::handle::{AdminError, NodeHandle};
 
@@ -70,7 +70,7 @@ pub fn client_error_response(req: &HttpRequest, e: &ClientError) -> HttpResponse
     match e {
         ClientError::NotLeader { leader, leader_api: Some(api) } => {
             let pq = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
-            let location = format!("http://{api}{pq}");
+            let location = crate::forward::api_url(api, pq);
             HttpResponse::TemporaryRedirect().insert_header((header::LOCATION, location)).json(json!({
                 "error": "not_leader", "leader": leader.0,
                 "message": format!("node {leader} is the leader"),
@@ -121,6 +121,23 @@ fn admin_error(req: &HttpRequest, e: AdminError) -> HttpResponse {
         }
         AdminError::Invalid(m) => error_json(StatusCode::BAD_REQUEST, "bad_request", m),
     }
+}
+
+/// A refused leader-only admin request: proxied to the leader when this node forwards
+/// (`--forward`), else answered by [`admin_error`].
+async fn admin_refusal(
+    req: &HttpRequest,
+    st: &NodeRoutes,
+    e: AdminError,
+    body: Bytes,
+) -> HttpResponse {
+    if let AdminError::Client(c) = &e
+        && let Some(f) = st.handle.forwarder()
+        && let Some((leader, api)) = f.target(c, req)
+    {
+        return f.forward(req, body, leader, api, f.admin_timeout()).await;
+    }
+    admin_error(req, e)
 }
 
 async fn method_not_allowed() -> HttpResponse {
@@ -323,7 +340,7 @@ async fn add_member(req: HttpRequest, st: web::Data<NodeRoutes>, body: Bytes) ->
     let addr = NodeAddr { raft_addr: m.raft_addr, api_addr: m.api_addr };
     match st.handle.add_member(NodeId(m.id), addr, m.voter).await {
         Ok(index) => member_ok(&st, index).await,
-        Err(e) => admin_error(&req, e),
+        Err(e) => admin_refusal(&req, &st, e, body).await,
     }
 }
 
@@ -349,7 +366,7 @@ async fn remove_member(
     };
     match st.handle.remove_member(NodeId(id)).await {
         Ok(index) => member_ok(&st, index).await,
-        Err(e) => admin_error(&req, e),
+        Err(e) => admin_refusal(&req, &st, e, Bytes::new()).await,
     }
 }
 
@@ -369,7 +386,7 @@ async fn transfer_leader(req: HttpRequest, st: web::Data<NodeRoutes>, body: Byte
     };
     match st.handle.transfer_leader(NodeId(t.to)).await {
         Ok(leader) => HttpResponse::Ok().json(json!({"leader": leader.0})),
-        Err(e) => admin_error(&req, e),
+        Err(e) => admin_refusal(&req, &st, e, body).await,
     }
 }
 

@@ -62,12 +62,20 @@ pub(crate) fn spawn_seed_fetch(
 fn fetch_members(url: &str) -> Result<Vec<(NodeId, String)>, String> {
     let rest = url.strip_prefix("http://").ok_or("only http:// URLs are supported")?;
     let host = rest.split('/').next().unwrap_or(rest);
-    let addr = host
-        .to_socket_addrs()
-        .map_err(|e| e.to_string())?
-        .next()
-        .ok_or_else(|| format!("{host} resolves to nothing"))?;
-    let mut s = TcpStream::connect_timeout(&addr, FETCH_TIMEOUT).map_err(|e| e.to_string())?;
+    // Resolved at every fetch, and every address tried: `localhost` may come back as ::1
+    // first while the API listens on 127.0.0.1 only.
+    let mut last = format!("{host} resolves to nothing");
+    let mut conn = None;
+    for addr in host.to_socket_addrs().map_err(|e| e.to_string())? {
+        match TcpStream::connect_timeout(&addr, FETCH_TIMEOUT) {
+            Ok(s) => {
+                conn = Some(s);
+                break;
+            }
+            Err(e) => last = format!("{addr}: {e}"),
+        }
+    }
+    let mut s = conn.ok_or(last)?;
     s.set_read_timeout(Some(FETCH_TIMEOUT)).map_err(|e| e.to_string())?;
     s.set_write_timeout(Some(FETCH_TIMEOUT)).map_err(|e| e.to_string())?;
     write!(s, "GET /v1/status HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n")

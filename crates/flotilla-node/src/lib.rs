@@ -24,6 +24,7 @@ pub mod apply_actor;
 pub mod config;
 pub mod election_actor;
 pub mod faults;
+pub mod forward;
 pub mod handle;
 pub mod http;
 pub mod inproc;
@@ -42,5 +43,6 @@ pub use api::{
 };
 pub use config::NodeConfig;
 pub use faults::FaultSpec;
+pub use forward::{ForwardMode, Forwarder};
 pub use handle::{AdminError, NodeHandle};
 pub use supervisor::{StartError, start_node, start_node_in_process};

@@ -24,12 +24,14 @@ pub struct Metrics {
     pub snapshots_installed: AtomicU64,
     pub snapshot_bytes_sent: AtomicU64,
     pub events_lagged: AtomicU64,
+    pub requests_forwarded: AtomicU64,
+    pub forward_failures: AtomicU64,
 }
 
 impl Metrics {
     /// Renders the counters plus the gauges given by the caller.
     pub fn render(&self, gauges: &[(&str, &str, f64)]) -> String {
-        let counters: [(&str, &str, &AtomicU64); 19] = [
+        let counters: [(&str, &str, &AtomicU64); 21] = [
             (
                 "flotilla_proposals_total",
                 "commands proposed on this node as leader",
@@ -104,6 +106,16 @@ impl Metrics {
                 "flotilla_events_lagged_total",
                 "events skipped by slow /v1/events readers",
                 &self.events_lagged,
+            ),
+            (
+                "flotilla_requests_forwarded_total",
+                "leader-only requests this follower proxied to the leader (--forward)",
+                &self.requests_forwarded,
+            ),
+            (
+                "flotilla_forward_failures_total",
+                "forwarded requests that got no answer from the leader (503 or 504)",
+                &self.forward_failures,
             ),
         ];
         let mut out = String::new();

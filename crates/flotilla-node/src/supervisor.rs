@@ -18,6 +18,7 @@ use crate::api::StateMachine;
 use crate::apply_actor::ApplyActor;
 use crate::config::NodeConfig;
 use crate::election_actor::ElectionActor;
+use crate::forward::Forwarder;
 use crate::handle::NodeHandle;
 use crate::inproc::LocalNet;
 use crate::log_actor::LogActor;
@@ -193,7 +194,14 @@ async fn start(
         Listener { listener, handshake: hs, raft: raft.clone(), shared: shared.clone() }.start();
     }
 
-    Ok(NodeHandle::new(raft, shared, cfg.id, request_timeout, election_max_ms))
+    let forwarder = Forwarder::new(
+        cfg.forward,
+        cfg.advertise_api.clone(),
+        request_timeout,
+        election_max_ms,
+        shared.clone(),
+    );
+    Ok(NodeHandle::new(raft, shared, cfg.id, request_timeout, election_max_ms, forwarder))
 }
 
 /// Brings the log store in line with the snapshot files after a crash between writing a

@@ -29,7 +29,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
-use flotilla_node::ClientApi;
+use flotilla_node::{ClientApi, ClientError};
 use flotilla_raft::LogIndex;
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -147,7 +147,7 @@ async fn read<C: ClientApi>(req: &HttpRequest, state: &KvHttpState<C>) -> HttpRe
         Err(resp) => return resp,
     };
     if let Err(e) = state.api.read_barrier(consistency).await {
-        return client_error_response(&e, req);
+        return refusal(state, req, &e, Bytes::new()).await;
     }
     let (value, index) = match state.reader.read(key.as_bytes()) {
         Ok(read) => read,
@@ -179,8 +179,9 @@ async fn put<C: ClientApi>(
         Ok(v) => v,
         Err(resp) => return resp,
     };
-    let command = KvCommand { session, ts_ms: now_ms(), op: KvOp::Put { key, value } };
-    match propose(&state, &req, command).await {
+    let command =
+        KvCommand { session, ts_ms: now_ms(), op: KvOp::Put { key, value: value.clone() } };
+    match propose(&state, &req, command, value).await {
         Ok(KvResponse::Put { index, term }) => {
             HttpResponse::Ok().json(PutAnswer { index: index.0, term: term.0 })
         }
@@ -195,7 +196,7 @@ async fn delete<C: ClientApi>(req: HttpRequest, state: web::Data<KvHttpState<C>>
         Err(resp) => return resp,
     };
     let command = KvCommand { session, ts_ms: now_ms(), op: KvOp::Delete { key } };
-    match propose(&state, &req, command).await {
+    match propose(&state, &req, command, Bytes::new()).await {
         Ok(KvResponse::Delete { index, term, deleted }) => {
             HttpResponse::Ok().json(DeleteAnswer { index: index.0, term: term.0, deleted })
         }
@@ -246,7 +247,7 @@ async fn cas<C: ClientApi>(
     let op =
         KvOp::Cas { key, expected: expected.map(Bytes::from), value: Bytes::from(parsed.value) };
     let command = KvCommand { session, ts_ms: now_ms(), op };
-    match propose(&state, &req, command).await {
+    match propose(&state, &req, command, body).await {
         Ok(KvResponse::Cas { index, succeeded, current, .. }) => {
             HttpResponse::Ok().json(CasAnswer {
                 succeeded,
@@ -269,14 +270,18 @@ fn key_and_session(
 }
 
 /// Proposes `command` and decodes the state machine's answer; the answers that are errors
-/// (stale sequence, rejected) come back as responses.
+/// (stale sequence, rejected) come back as responses. `body` is the request's, passed on
+/// if the request is forwarded to the leader.
 async fn propose<C: ClientApi>(
     state: &KvHttpState<C>,
     req: &HttpRequest,
     command: KvCommand,
+    body: Bytes,
 ) -> Result<KvResponse, HttpResponse> {
-    let applied =
-        state.api.propose(command.encode()).await.map_err(|e| client_error_response(&e, req))?;
+    let applied = match state.api.propose(command.encode()).await {
+        Ok(applied) => applied,
+        Err(e) => return Err(refusal(state, req, &e, body).await),
+    };
     match KvResponse::decode(&applied.response) {
         Ok(KvResponse::StaleSequence { last_seq }) => Err(json_error(
             StatusCode::CONFLICT,
@@ -289,6 +294,23 @@ async fn propose<C: ClientApi>(
         Ok(answer) => Ok(answer),
         Err(e) => Err(internal(format!("the state machine's answer: {e}"))),
     }
+}
+
+/// The answer to a request this node could not serve: proxied to the leader when the node
+/// forwards it (`--forward`, see `flotilla_node::forward`), else the INTERFACE.md answer
+/// for `err` (307 to the leader, 503, 504, ...).
+async fn refusal<C: ClientApi>(
+    state: &KvHttpState<C>,
+    req: &HttpRequest,
+    err: &ClientError,
+    body: Bytes,
+) -> HttpResponse {
+    if let Some(f) = state.api.forwarder()
+        && let Some((leader, api)) = f.target(err, req)
+    {
+        return f.forward(req, body, leader, api, f.client_timeout()).await;
+    }
+    client_error_response(err, req)
 }
 
 /// A session replay whose original was another operation (the client reused a seq).
