@@ -554,8 +554,17 @@ fn a_removed_node_restarted_with_join_stays_out() {
         .unwrap_or_default()
     };
     eventually(Duration::from_secs(30), "node 4 becomes a voter", || voters(&c).contains(&4));
-    let (status, body) =
-        admin("DELETE", &url, "/v1/admin/members/4", None, Duration::from_secs(30));
+    // The promotion may still be committing when node 4 first shows as a voter: a
+    // removal then answers 409 change_in_progress, which is retried.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (status, body) = loop {
+        let (status, body) =
+            admin("DELETE", &url, "/v1/admin/members/4", None, Duration::from_secs(30));
+        if status != 409 || body["error"] != "change_in_progress" || Instant::now() > deadline {
+            break (status, body);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(status, 200, "remove node 4: {body}");
     let exit = c.wait_exit(4, Duration::from_secs(30));
     assert!(exit.is_some_and(|s| s.success()), "removed node 4 exits 0: {exit:?}\n{}", c.log_of(4));
