@@ -70,7 +70,7 @@ pub fn client_error_response(req: &HttpRequest, e: &ClientError) -> HttpResponse
     match e {
         ClientError::NotLeader { leader, leader_api: Some(api) } => {
             let pq = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
-            let location = format!("http://{api}{pq}");
+            let location = location_on(api, pq);
             HttpResponse::TemporaryRedirect().insert_header((header::LOCATION, location)).json(json!({
                 "error": "not_leader", "leader": leader.0,
                 "message": format!("node {leader} is the leader"),
@@ -91,6 +91,18 @@ pub fn client_error_response(req: &HttpRequest, e: &ClientError) -> HttpResponse
         ClientError::ShuttingDown => {
             error_json(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", e.to_string())
         }
+    }
+}
+
+/// The absolute URL of `path_and_query` on `base`: a URL (`ClientError::NotLeader`'s
+/// `leader_api`, whose scheme the node chose from its TLS setting), or a bare `host:port`
+/// (read as `http://`).
+pub fn location_on(base: &str, path_and_query: &str) -> String {
+    let base = base.trim_end_matches('/');
+    if base.starts_with("http://") || base.starts_with("https://") {
+        format!("{base}{path_and_query}")
+    } else {
+        format!("http://{base}{path_and_query}")
     }
 }
 

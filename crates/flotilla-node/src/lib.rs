@@ -34,6 +34,7 @@ pub mod raft_actor;
 pub mod shared;
 pub mod snapshot;
 pub mod supervisor;
+pub mod tls;
 pub mod transport;
 
 pub use api::{
@@ -44,3 +45,4 @@ pub use config::NodeConfig;
 pub use faults::FaultSpec;
 pub use handle::{AdminError, NodeHandle};
 pub use supervisor::{StartError, start_node, start_node_in_process};
+pub use tls::TlsSettings;

@@ -37,13 +37,8 @@ pub fn retry_after_secs(retry_after_ms: u64) -> u64 {
 /// The absolute URL of the same path and query on `leader_api` (`host:port`, or a URL
 /// that already has a scheme).
 pub fn leader_location(leader_api: &str, req: &HttpRequest) -> String {
-    let base = leader_api.trim_end_matches('/');
     let path_and_query = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    if base.starts_with("http://") || base.starts_with("https://") {
-        format!("{base}{path_and_query}")
-    } else {
-        format!("http://{base}{path_and_query}")
-    }
+    flotilla_node::http::location_on(leader_api, path_and_query)
 }
 
 /// The INTERFACE.md answer for a [`ClientError`]:

@@ -19,7 +19,9 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedWrite;
 
+use super::PeerStream;
 use crate::shared::Shared;
+use crate::tls::TlsSettings;
 
 /// Messages queued per peer before new ones are dropped.
 const QUEUE_MAX: usize = 1024;
@@ -32,6 +34,7 @@ pub struct PeerLink {
     pub addr: String,
     pub handshake: Arc<HandshakeConfig>,
     pub shared: Arc<Shared>,
+    tls: Option<TlsSettings>,
     tx: Option<mpsc::Sender<WireMessage>>,
     backoff_ms: u64,
     /// Consecutive failures, for the back-off and the log.
@@ -55,8 +58,9 @@ impl PeerLink {
         addr: String,
         handshake: Arc<HandshakeConfig>,
         shared: Arc<Shared>,
+        tls: Option<TlsSettings>,
     ) -> Self {
-        PeerLink { peer, addr, handshake, shared, tx: None, backoff_ms: 0, failures: 0 }
+        PeerLink { peer, addr, handshake, shared, tls, tx: None, backoff_ms: 0, failures: 0 }
     }
 
     fn connect(&mut self, ctx: &mut Context<Self>) {
@@ -66,6 +70,7 @@ impl PeerLink {
         let hs = self.handshake.clone();
         let peer = self.peer;
         let shared = self.shared.clone();
+        let tls = self.tls.clone();
         // Weak: a strong address here would keep the mailbox connected after the raft
         // actor dropped this link (`Shutdown`), and the Supervisor would restart it,
         // reconnecting to a removed peer forever.
@@ -75,7 +80,8 @@ impl PeerLink {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            let was_connected = run_connection(&addr, &hs, peer, &shared, rx).await;
+            let link = Link { addr: &addr, hs: &hs, tls: tls.as_ref(), peer, shared: &shared };
+            let was_connected = link.run(rx).await;
             if let Some(me) = me.upgrade() {
                 me.do_send(Disconnected { was_connected });
             }
@@ -83,57 +89,80 @@ impl PeerLink {
     }
 }
 
-/// Dials, handshakes, then writes queued messages until the queue closes or a write fails.
-/// Returns whether the connection was ever established.
-async fn run_connection(
-    addr: &str,
-    hs: &HandshakeConfig,
+/// One connection attempt's settings.
+struct Link<'a> {
+    addr: &'a str,
+    hs: &'a HandshakeConfig,
+    tls: Option<&'a TlsSettings>,
     peer: NodeId,
-    shared: &Shared,
-    mut rx: mpsc::Receiver<WireMessage>,
-) -> bool {
-    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => s,
-        _ => return false,
-    };
-    let _ = stream.set_nodelay(true);
-    let mut stream = stream;
-    if let Err(e) = client_handshake(&mut stream, hs, peer).await {
-        shared.metrics.handshake_failures.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(peer = %peer, %addr, error = %e, "peer refused our handshake");
-        return false;
-    }
-    tracing::info!(peer = %peer, %addr, "connected to peer");
-    let (read_half, write_half) = stream.into_split();
-    let mut sink = FramedWrite::new(write_half, WireCodec::new());
-    // The peer never writes on this connection; reading tells us when it goes away.
-    let mut closed = Box::pin(async move {
-        let mut read_half = read_half;
-        let mut buf = [0u8; 64];
-        loop {
-            match tokio::io::AsyncReadExt::read(&mut read_half, &mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    });
-    loop {
-        let msg = tokio::select! {
-            m = rx.recv() => m,
-            _ = &mut closed => return true,
+    shared: &'a Shared,
+}
+
+impl Link<'_> {
+    /// Dials (resolving the address again each time), then TLS when on, then the HMAC
+    /// handshake. `None`: no connection (refusals are logged and counted).
+    async fn dial(&self) -> Option<PeerStream> {
+        let (addr, peer) = (self.addr, self.peer);
+        let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            _ => return None,
         };
-        let Some(msg) = msg else { return true };
-        // Feed everything that is queued, then flush once: fewer syscalls under load.
-        if sink.feed(msg).await.is_err() {
-            return true;
+        let _ = tcp.set_nodelay(true);
+        let mut stream: PeerStream = match self.tls {
+            None => Box::new(tcp),
+            Some(tls) => match tls.connect(tcp, addr).await {
+                Ok(s) => Box::new(s),
+                Err(e) => {
+                    self.shared.metrics.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(peer = %peer, %addr, error = %e, "TLS handshake with peer failed");
+                    return None;
+                }
+            },
+        };
+        if let Err(e) = client_handshake(&mut stream, self.hs, peer).await {
+            self.shared.metrics.handshake_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(peer = %peer, %addr, error = %e, "peer refused our handshake");
+            return None;
         }
-        while let Ok(more) = rx.try_recv() {
-            if sink.feed(more).await.is_err() {
+        Some(stream)
+    }
+
+    /// Dials, then writes queued messages until the queue closes or a write fails.
+    /// Returns whether the connection was ever established.
+    async fn run(&self, mut rx: mpsc::Receiver<WireMessage>) -> bool {
+        let Some(stream) = self.dial().await else { return false };
+        tracing::info!(peer = %self.peer, addr = %self.addr, "connected to peer");
+        let (read_half, write_half) = tokio::io::split(stream);
+        let mut sink = FramedWrite::new(write_half, WireCodec::new());
+        // The peer never writes on this connection; reading tells us when it goes away.
+        let mut closed = Box::pin(async move {
+            let mut read_half = read_half;
+            let mut buf = [0u8; 64];
+            loop {
+                match tokio::io::AsyncReadExt::read(&mut read_half, &mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        });
+        loop {
+            let msg = tokio::select! {
+                m = rx.recv() => m,
+                _ = &mut closed => return true,
+            };
+            let Some(msg) = msg else { return true };
+            // Feed everything that is queued, then flush once: fewer syscalls under load.
+            if sink.feed(msg).await.is_err() {
                 return true;
             }
-        }
-        if SinkExt::<WireMessage>::flush(&mut sink).await.is_err() {
-            return true;
+            while let Ok(more) = rx.try_recv() {
+                if sink.feed(more).await.is_err() {
+                    return true;
+                }
+            }
+            if SinkExt::<WireMessage>::flush(&mut sink).await.is_err() {
+                return true;
+            }
         }
     }
 }
