@@ -483,8 +483,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// `host:port` or `http[s]://host:port[/]` → `http[s]://host:port` (`http` by default).
 fn base_url(endpoint: &str) -> Result<String, KvClientError> {
-    let e = endpoint.trim().trim_end_matches('/');
+    let e = endpoint.trim();
     let (scheme, rest) = split_scheme(e).unwrap_or(("http", e));
+    let rest = rest.trim_end_matches('/');
     if rest.is_empty() || rest.contains("://") || rest.contains('/') {
         return Err(KvClientError::BadEndpoint(endpoint.to_owned()));
     }
