@@ -13,13 +13,12 @@ use flotilla_wire::handshake::{HandshakeConfig, server_handshake};
 use flotilla_wire::{WireCodec, WireMessage};
 use futures_util::StreamExt;
 use tokio::net::{TcpListener, TcpStream};
-
-use super::PeerStream;
-use crate::tls::TlsSettings;
 use tokio_util::codec::FramedRead;
 
+use super::PeerStream;
 use crate::raft_actor::{Inbound, RaftActor};
 use crate::shared::Shared;
+use crate::tls::TlsSettings;
 
 pub struct Listener {
     pub listener: Option<TcpListener>,

@@ -4,7 +4,8 @@
 //! per AppendEntries); the link adds a bounded queue in front of the socket. When the queue
 //! is full or the peer is unreachable, messages are dropped and counted: Raft retransmits.
 //! A connection failure stops the actor; its `Supervisor` restarts it, which re-arms the
-//! connection with exponential back-off.
+//! connection with exponential back-off. With TLS on, the connection is mutual TLS and the
+//! handshake and frames run inside it.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -80,8 +81,7 @@ impl PeerLink {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            let link = Link { addr: &addr, hs: &hs, tls: tls.as_ref(), peer, shared: &shared };
-            let was_connected = link.run(rx).await;
+            let was_connected = run_connection(&addr, &hs, tls.as_ref(), peer, &shared, rx).await;
             if let Some(me) = me.upgrade() {
                 me.do_send(Disconnected { was_connected });
             }
@@ -89,80 +89,68 @@ impl PeerLink {
     }
 }
 
-/// One connection attempt's settings.
-struct Link<'a> {
-    addr: &'a str,
-    hs: &'a HandshakeConfig,
-    tls: Option<&'a TlsSettings>,
+/// Dials, handshakes (TLS first when on), then writes queued messages until the queue
+/// closes or a write fails. Returns whether the connection was ever established.
+async fn run_connection(
+    addr: &str,
+    hs: &HandshakeConfig,
+    tls: Option<&TlsSettings>,
     peer: NodeId,
-    shared: &'a Shared,
-}
-
-impl Link<'_> {
-    /// Dials (resolving the address again each time), then TLS when on, then the HMAC
-    /// handshake. `None`: no connection (refusals are logged and counted).
-    async fn dial(&self) -> Option<PeerStream> {
-        let (addr, peer) = (self.addr, self.peer);
-        let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => s,
-            _ => return None,
-        };
-        let _ = tcp.set_nodelay(true);
-        let mut stream: PeerStream = match self.tls {
-            None => Box::new(tcp),
-            Some(tls) => match tls.connect(tcp, addr).await {
-                Ok(s) => Box::new(s),
-                Err(e) => {
-                    self.shared.metrics.handshake_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(peer = %peer, %addr, error = %e, "TLS handshake with peer failed");
-                    return None;
-                }
-            },
-        };
-        if let Err(e) = client_handshake(&mut stream, self.hs, peer).await {
-            self.shared.metrics.handshake_failures.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(peer = %peer, %addr, error = %e, "peer refused our handshake");
-            return None;
-        }
-        Some(stream)
+    shared: &Shared,
+    mut rx: mpsc::Receiver<WireMessage>,
+) -> bool {
+    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        _ => return false,
+    };
+    let _ = stream.set_nodelay(true);
+    let mut stream: PeerStream = match tls {
+        None => Box::new(stream),
+        Some(tls) => match tls.connect(stream, addr).await {
+            Ok(s) => Box::new(s),
+            Err(e) => {
+                shared.metrics.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(peer = %peer, %addr, error = %e, "TLS handshake with peer failed");
+                return false;
+            }
+        },
+    };
+    if let Err(e) = client_handshake(&mut stream, hs, peer).await {
+        shared.metrics.handshake_failures.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(peer = %peer, %addr, error = %e, "peer refused our handshake");
+        return false;
     }
-
-    /// Dials, then writes queued messages until the queue closes or a write fails.
-    /// Returns whether the connection was ever established.
-    async fn run(&self, mut rx: mpsc::Receiver<WireMessage>) -> bool {
-        let Some(stream) = self.dial().await else { return false };
-        tracing::info!(peer = %self.peer, addr = %self.addr, "connected to peer");
-        let (read_half, write_half) = tokio::io::split(stream);
-        let mut sink = FramedWrite::new(write_half, WireCodec::new());
-        // The peer never writes on this connection; reading tells us when it goes away.
-        let mut closed = Box::pin(async move {
-            let mut read_half = read_half;
-            let mut buf = [0u8; 64];
-            loop {
-                match tokio::io::AsyncReadExt::read(&mut read_half, &mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {}
-                }
-            }
-        });
+    tracing::info!(peer = %peer, %addr, "connected to peer");
+    let (read_half, write_half) = tokio::io::split(stream);
+    let mut sink = FramedWrite::new(write_half, WireCodec::new());
+    // The peer never writes on this connection; reading tells us when it goes away.
+    let mut closed = Box::pin(async move {
+        let mut read_half = read_half;
+        let mut buf = [0u8; 64];
         loop {
-            let msg = tokio::select! {
-                m = rx.recv() => m,
-                _ = &mut closed => return true,
-            };
-            let Some(msg) = msg else { return true };
-            // Feed everything that is queued, then flush once: fewer syscalls under load.
-            if sink.feed(msg).await.is_err() {
+            match tokio::io::AsyncReadExt::read(&mut read_half, &mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    });
+    loop {
+        let msg = tokio::select! {
+            m = rx.recv() => m,
+            _ = &mut closed => return true,
+        };
+        let Some(msg) = msg else { return true };
+        // Feed everything that is queued, then flush once: fewer syscalls under load.
+        if sink.feed(msg).await.is_err() {
+            return true;
+        }
+        while let Ok(more) = rx.try_recv() {
+            if sink.feed(more).await.is_err() {
                 return true;
             }
-            while let Ok(more) = rx.try_recv() {
-                if sink.feed(more).await.is_err() {
-                    return true;
-                }
-            }
-            if SinkExt::<WireMessage>::flush(&mut sink).await.is_err() {
-                return true;
-            }
+        }
+        if SinkExt::<WireMessage>::flush(&mut sink).await.is_err() {
+            return true;
         }
     }
 }
