@@ -42,9 +42,14 @@ impl Ca {
     /// A certificate for 127.0.0.1 and localhost, good for serving and for dialing;
     /// returns (cert, key) paths.
     fn issue(&self, name: &str) -> (PathBuf, PathBuf) {
+        self.issue_for(name, &["127.0.0.1", "localhost"])
+    }
+
+    /// A certificate naming `sans` (DNS names or IP addresses).
+    fn issue_for(&self, name: &str, sans: &[&str]) -> (PathBuf, PathBuf) {
         let key = KeyPair::generate().expect("node key");
-        let mut params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".into()])
-            .expect("node params");
+        let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
+        let mut params = CertificateParams::new(sans).expect("node params");
         params.distinguished_name.push(DnType::CommonName, name);
         params.extended_key_usages =
             vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
@@ -166,6 +171,8 @@ fn a_node_with_a_certificate_from_another_ca_is_refused_and_cannot_disturb_the_c
     let refusals = |c: &Cluster, id: u64| counter(&c.api(id), "flotilla_handshake_failures_total");
     let before: Vec<u64> = good.iter().map(|id| refusals(&c, *id)).collect();
     c.node_args.insert(f, rogue.node_args("rogue", &ca));
+    // Info level: a connection that got through would log "connected to peer".
+    c.env.insert(f, vec![("FLOTILLA_LOG".into(), "info".into())]);
     c.spawn(f);
     eventually(Duration::from_secs(10), "the rogue node serves its API", || c.status(f).is_some());
     eventually(Duration::from_secs(10), "both good nodes refuse the rogue node", || {
@@ -187,6 +194,9 @@ fn a_node_with_a_certificate_from_another_ca_is_refused_and_cannot_disturb_the_c
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(c.log_of(leader).contains("TLS handshake"), "refusals are logged:{}", c.logs());
+    // Neither direction got through: the good nodes' listeners refused its client
+    // certificate, their dialers refused its server certificate.
+    assert!(!c.log_of(f).contains("connected to peer"), "{}", c.log_of(f));
 
     // With a certificate of the right CA the same node catches up: it was only the cert.
     c.kill9(f);
@@ -194,6 +204,29 @@ fn a_node_with_a_certificate_from_another_ca_is_refused_and_cannot_disturb_the_c
     c.spawn(f);
     eventually(Duration::from_secs(20), "the fixed node catches up", || {
         get_key(&c.api(f), "during", "stale").0 == 200
+    });
+}
+
+#[test]
+fn a_peer_whose_certificate_does_not_name_its_raft_host_is_refused() {
+    let ca = Ca::new("flotilla test CA");
+    trust_ca(&ca.cert_pem);
+    let mut c = Cluster::new(3, &[], true);
+    for id in 1..=2 {
+        c.node_args.insert(id, ca.node_args(&format!("node-{id}"), &ca));
+    }
+    // Right CA, wrong name: node 3's raft address is 127.0.0.1, its certificate names
+    // another host only.
+    let (cert, key) = ca.issue_for("node-3", &["elsewhere.example"]);
+    c.node_args.insert(3, tls_args(&cert, &key, &ca.ca_path()));
+    for id in 1..=3 {
+        c.spawn(id);
+    }
+    let (leader, _) = c.wait_leader(&[1, 2], Duration::from_secs(20));
+    write_ok(&c, &[1, 2], "two-of-three", "ok");
+    eventually(Duration::from_secs(10), "the leader refuses node 3's name", || {
+        c.log_of(leader).contains("TLS handshake with peer failed")
+            && c.log_of(leader).contains("not valid for name")
     });
 }
 
