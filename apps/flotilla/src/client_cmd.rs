@@ -7,7 +7,8 @@ use anyhow::{Result, anyhow};
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
-/// `--cacert`, shared by the client commands.
+// `--cacert`, shared by the client commands (a plain comment: a doc comment would become
+// the help text of the kv subcommands that flatten it).
 #[derive(Args, Debug, Clone, Default)]
 pub struct CaCertArg {
     /// Trust the CA certificate(s) in this PEM file for https:// endpoints (instead of
