@@ -157,8 +157,13 @@ fn forward_auto_redirects_clients_that_use_the_advertised_name_and_proxies_the_r
             })
         },
     );
-    eventually(Duration::from_secs(20), "node 4 knows the leader", || {
-        c.status(4).is_some_and(|s| s["leader"].as_u64() == Some(leader))
+    // A joining node learns the leader's id from its first AppendEntries, and the leader's
+    // address only from the configuration entries (until then it answers 503 no_leader).
+    eventually(Duration::from_secs(20), "node 4 knows the leader and its address", || {
+        c.status(4).is_some_and(|s| {
+            s["leader"].as_u64() == Some(leader)
+                && s["members"].as_array().into_iter().flatten().any(|m| m["id"] == leader)
+        })
     });
     let via4 = raw(&api4, "PUT", "/v1/kv/joined", &[("Host", "flotilla.example:80")], "j");
     assert_eq!(via4.status, 200, "{}", via4.body);

@@ -1,12 +1,15 @@
 //! Shared helpers for the workspace integration tests: start real `flotilla node`
 //! processes on 127.0.0.1 with free ports (so tests run in parallel), talk to them over
-//! HTTP, kill and restart them, and poll with deadlines (never sleep and hope).
+//! HTTP, kill and restart them, and poll with deadlines (never sleep and hope). A cluster
+//! may serve HTTPS ([`Cluster::new`] with `https`); the helpers' clients then trust the CAs
+//! given to [`trust_ca`].
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -40,6 +43,24 @@ pub fn free_ports(n: usize) -> Vec<u16> {
     listeners.iter().map(|l| l.local_addr().expect("addr").port()).collect()
 }
 
+/// CA certificates the helpers' HTTP clients trust for `https://` (this test process).
+static TRUSTED_CAS: Mutex<Vec<ureq::tls::Certificate<'static>>> = Mutex::new(Vec::new());
+
+/// Makes every helper's HTTP client trust the CA certificate in `pem` from now on.
+pub fn trust_ca(pem: &str) {
+    let cert = ureq::tls::Certificate::from_pem(pem.as_bytes()).expect("a PEM CA certificate");
+    TRUSTED_CAS.lock().unwrap_or_else(|e| e.into_inner()).push(cert);
+}
+
+/// The helpers' TLS settings: the CAs given to [`trust_ca`], if any.
+fn tls_config() -> ureq::tls::TlsConfig {
+    let cas = TRUSTED_CAS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if cas.is_empty() {
+        return ureq::tls::TlsConfig::default();
+    }
+    ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::from(cas)).build()
+}
+
 pub struct NodeProc {
     pub id: u64,
     pub raft: String,
@@ -58,6 +79,10 @@ pub struct Cluster {
     pub env: BTreeMap<u64, Vec<(String, String)>>,
     /// Start nodes with `--enable-fault-injection` (true unless a test turns it off).
     pub fault_injection: bool,
+    /// Arguments for one node only (e.g. its TLS certificate), after `extra`.
+    pub node_args: BTreeMap<u64, Vec<String>>,
+    /// The nodes serve HTTPS (`--tls-*`): `api()` URLs are `https://`.
+    pub https: bool,
     bin: PathBuf,
     /// Nodes started with `--join URL` instead of `--initial-cluster`.
     joins: BTreeMap<u64, String>,
@@ -68,7 +93,11 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `n` nodes with fault injection enabled and `extra` node arguments.
     pub fn start(n: u64, extra: &[&str]) -> Cluster {
-        Cluster::start_named(n, extra, "127.0.0.1", None)
+        let mut c = Cluster::new(n, extra, false);
+        for id in 1..=n {
+            c.spawn(id);
+        }
+        c
     }
 
     /// [`Cluster::start`] with `spec_host` (a DNS name, say) in `--initial-cluster`, and
@@ -77,6 +106,26 @@ impl Cluster {
     pub fn start_named(
         n: u64,
         extra: &[&str],
+        spec_host: &str,
+        bind_host: Option<&str>,
+    ) -> Cluster {
+        let mut c = Cluster::new_named(n, extra, false, spec_host, bind_host);
+        for id in 1..=n {
+            c.spawn(id);
+        }
+        c
+    }
+
+    /// Like [`Cluster::start`], but starts no node yet (set `node_args` or `env`, then
+    /// `spawn` each); `https`: the nodes will serve HTTPS.
+    pub fn new(n: u64, extra: &[&str], https: bool) -> Cluster {
+        Cluster::new_named(n, extra, https, "127.0.0.1", None)
+    }
+
+    fn new_named(
+        n: u64,
+        extra: &[&str],
+        https: bool,
         spec_host: &str,
         bind_host: Option<&str>,
     ) -> Cluster {
@@ -102,21 +151,19 @@ impl Cluster {
             .map(|n| format!("{}={}@{}", n.id, on_spec_host(&n.raft), on_spec_host(&n.api)))
             .collect::<Vec<_>>()
             .join(",");
-        let mut c = Cluster {
+        Cluster {
             dir,
             nodes,
             spec,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             env: BTreeMap::new(),
             fault_injection: true,
+            node_args: BTreeMap::new(),
+            https,
             bin: flotilla_bin(),
             joins: BTreeMap::new(),
             bind_host: bind_host.map(String::from),
-        };
-        for id in 1..=n {
-            c.spawn(id);
         }
-        c
     }
 
     pub fn spawn(&mut self, id: u64) {
@@ -152,6 +199,7 @@ impl Cluster {
         };
         cmd.args(self.fault_injection.then_some("--enable-fault-injection"))
             .args(&extra)
+            .args(self.node_args.get(&id).into_iter().flatten())
             .envs(self.env.get(&id).into_iter().flatten().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -202,7 +250,8 @@ impl Cluster {
     }
 
     pub fn api(&self, id: u64) -> String {
-        format!("http://{}", self.nodes[&id].api)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.nodes[&id].api)
     }
 
     pub fn ids(&self) -> Vec<u64> {
@@ -315,6 +364,7 @@ fn agreed_leader(sts: &[Option<Value>]) -> Option<(u64, u64)> {
 
 pub fn http() -> ureq::Agent {
     ureq::Agent::config_builder()
+        .tls_config(tls_config())
         .http_status_as_error(false)
         .max_redirects(0)
         .timeout_global(Some(Duration::from_secs(10)))
@@ -324,6 +374,7 @@ pub fn http() -> ureq::Agent {
 
 pub fn get_json(url: &str) -> Option<Value> {
     let agent = ureq::Agent::config_builder()
+        .tls_config(tls_config())
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_millis(800)))
         .build()
@@ -418,6 +469,7 @@ pub fn eventually(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
 /// Null, Location header).
 pub fn request(method: &str, url: &str, body: Option<&Value>) -> (u16, Value, Option<String>) {
     let agent = ureq::Agent::config_builder()
+        .tls_config(tls_config())
         .http_status_as_error(false)
         .max_redirects(0)
         .timeout_global(Some(Duration::from_secs(120)))
@@ -469,6 +521,7 @@ pub fn admin(
 /// One counter or gauge from a node's `/metrics`.
 pub fn metric(api: &str, name: &str) -> Option<f64> {
     let agent = ureq::Agent::config_builder()
+        .tls_config(tls_config())
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(2)))
         .build()
@@ -509,6 +562,7 @@ impl Events {
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         std::thread::spawn(move || {
             let agent = ureq::Agent::config_builder()
+                .tls_config(tls_config())
                 .http_status_as_error(false)
                 .timeout_connect(Some(Duration::from_secs(1)))
                 .build()

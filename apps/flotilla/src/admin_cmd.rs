@@ -6,6 +6,7 @@
 //! cluster has no leader (`503`). A snapshot acts on the node it is sent to: it is sent to
 //! the first endpoint only, never redirected. When the nodes require an admin token, set
 //! `FLOTILLA_ADMIN_TOKEN` (the variable `flotilla node --admin-token` reads) for these too.
+//! For a cluster that serves HTTPS with its own CA, give `--cacert` (or `FLOTILLA_CACERT`).
 
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,8 @@ use anyhow::{Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-use crate::client_cmd::endpoints;
+use crate::client_cmd::{CaCertArg, endpoints};
+use ureq::tls::TlsConfig;
 
 const DEFAULT_ENDPOINTS: &str = "127.0.0.1:8101,127.0.0.1:8102,127.0.0.1:8103";
 /// Adding a voter waits for it to catch up; give the cluster time to answer.
@@ -40,17 +42,23 @@ pub enum MemberCmd {
         learner: bool,
         #[arg(long, default_value = DEFAULT_ENDPOINTS)]
         endpoints: String,
+        #[command(flatten)]
+        ca: CaCertArg,
     },
     /// Remove a member. Removing the leader makes it hand over to another voter first.
     Remove {
         id: u64,
         #[arg(long, default_value = DEFAULT_ENDPOINTS)]
         endpoints: String,
+        #[command(flatten)]
+        ca: CaCertArg,
     },
     /// The members as the first reachable node sees them.
     List {
         #[arg(long, default_value = DEFAULT_ENDPOINTS)]
         endpoints: String,
+        #[command(flatten)]
+        ca: CaCertArg,
     },
 }
 
@@ -60,6 +68,8 @@ pub struct TransferArgs {
     pub to: u64,
     #[arg(long, default_value = DEFAULT_ENDPOINTS)]
     pub endpoints: String,
+    #[command(flatten)]
+    pub ca: CaCertArg,
 }
 
 #[derive(Args, Debug)]
@@ -67,22 +77,27 @@ pub struct SnapshotArgs {
     /// The node to snapshot (URL or HOST:PORT of its API); its log is compacted.
     #[arg(long, default_value = "127.0.0.1:8101")]
     pub node: String,
+    #[command(flatten)]
+    pub ca: CaCertArg,
 }
 
 pub fn run_member(cmd: MemberCmd) -> Result<()> {
     let answer = match cmd {
-        MemberCmd::Add { id, raft_addr, api_addr, learner, endpoints: eps } => {
+        MemberCmd::Add { id, raft_addr, api_addr, learner, endpoints: eps, ca } => {
             let body = json!({"id": id, "raft_addr": raft_addr, "api_addr": api_addr,
                               "voter": !learner});
-            leader_call("POST", "/v1/admin/members", Some(&body), &endpoints(&eps))?
+            let tls = ca.tls_config()?;
+            leader_call(&tls, "POST", "/v1/admin/members", Some(&body), &endpoints(&eps))?
         }
-        MemberCmd::Remove { id, endpoints: eps } => {
-            leader_call("DELETE", &format!("/v1/admin/members/{id}"), None, &endpoints(&eps))?
+        MemberCmd::Remove { id, endpoints: eps, ca } => {
+            let path = format!("/v1/admin/members/{id}");
+            leader_call(&ca.tls_config()?, "DELETE", &path, None, &endpoints(&eps))?
         }
-        MemberCmd::List { endpoints: eps } => {
+        MemberCmd::List { endpoints: eps, ca } => {
+            let tls = ca.tls_config()?;
             let mut last = anyhow!("no endpoint given");
             for ep in endpoints(&eps) {
-                match call("GET", &format!("{ep}/v1/status"), None) {
+                match call(&tls, "GET", &format!("{ep}/v1/status"), None) {
                     Ok((200, v, _)) => {
                         print_members(&v);
                         return Ok(());
@@ -100,15 +115,16 @@ pub fn run_member(cmd: MemberCmd) -> Result<()> {
 
 pub fn run_transfer(a: TransferArgs) -> Result<()> {
     let body = json!({"to": a.to});
+    let eps = endpoints(&a.endpoints);
     let v =
-        leader_call("POST", "/v1/admin/transfer-leader", Some(&body), &endpoints(&a.endpoints))?;
+        leader_call(&a.ca.tls_config()?, "POST", "/v1/admin/transfer-leader", Some(&body), &eps)?;
     println!("{v}");
     Ok(())
 }
 
 pub fn run_snapshot(a: SnapshotArgs) -> Result<()> {
     let ep = endpoints(&a.node).into_iter().next().ok_or_else(|| anyhow!("--node is empty"))?;
-    match call("POST", &format!("{ep}/v1/admin/snapshot"), None)? {
+    match call(&a.ca.tls_config()?, "POST", &format!("{ep}/v1/admin/snapshot"), None)? {
         (200, v, _) => {
             println!("{v}");
             Ok(())
@@ -136,7 +152,13 @@ fn print_members(v: &Value) {
 
 /// A leader-only call: tries `eps` in turn, follows redirects to the leader, and retries
 /// while no leader is known. Returns the 200 answer's body.
-fn leader_call(method: &str, path: &str, body: Option<&Value>, eps: &[String]) -> Result<Value> {
+fn leader_call(
+    tls: &TlsConfig,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    eps: &[String],
+) -> Result<Value> {
     if eps.is_empty() {
         bail!("no endpoint given");
     }
@@ -146,7 +168,7 @@ fn leader_call(method: &str, path: &str, body: Option<&Value>, eps: &[String]) -
         let mut url = format!("{}{path}", eps[i % eps.len()]);
         let mut last: Result<(u16, Value)> = Err(anyhow!("no answer"));
         for _ in 0..=MAX_REDIRECTS {
-            match call(method, &url, body) {
+            match call(tls, method, &url, body) {
                 Ok((307, v, Some(loc))) => {
                     last = Ok((307, v));
                     url = loc;
@@ -180,8 +202,14 @@ fn error_of(status: u16, v: &Value) -> anyhow::Error {
 }
 
 /// One request, no redirect following: (status, JSON body or Null, Location).
-fn call(method: &str, url: &str, body: Option<&Value>) -> Result<(u16, Value, Option<String>)> {
+fn call(
+    tls: &TlsConfig,
+    method: &str,
+    url: &str,
+    body: Option<&Value>,
+) -> Result<(u16, Value, Option<String>)> {
     let agent = ureq::Agent::config_builder()
+        .tls_config(tls.clone())
         .http_status_as_error(false)
         .max_redirects(0)
         .timeout_global(Some(REQUEST_TIMEOUT))

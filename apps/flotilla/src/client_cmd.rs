@@ -1,10 +1,37 @@
 //! `flotilla kv …` and `flotilla status`.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Result, anyhow};
 use clap::{Args, Subcommand};
 use serde_json::Value;
+
+// `--cacert`, shared by the client commands (a plain comment: a doc comment would become
+// the help text of the kv subcommands that flatten it).
+#[derive(Args, Debug, Clone, Default)]
+pub struct CaCertArg {
+    /// Trust the CA certificate(s) in this PEM file for https:// endpoints (instead of
+    /// the public web roots; a cluster started with --tls-ca).
+    #[arg(long, env = "FLOTILLA_CACERT")]
+    pub cacert: Option<PathBuf>,
+}
+
+impl CaCertArg {
+    /// ureq's TLS settings for these endpoints.
+    pub fn tls_config(&self) -> Result<ureq::tls::TlsConfig> {
+        Ok(flotilla_kv::client::tls_config(self.cacert.as_deref())?)
+    }
+
+    /// A KV client of `endpoints` that trusts `--cacert`.
+    pub fn client(&self, endpoints: &[String]) -> Result<flotilla_kv::KvClient> {
+        let client = flotilla_kv::KvClient::new(endpoints)?;
+        Ok(match &self.cacert {
+            Some(path) => client.with_cacert(path)?,
+            None => client,
+        })
+    }
+}
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {
@@ -14,6 +41,8 @@ pub struct StatusArgs {
     /// Print the raw JSON of every node instead of a table.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub ca: CaCertArg,
 }
 
 #[derive(Subcommand, Debug)]
@@ -24,17 +53,23 @@ pub enum KvCmd {
         consistency: String,
         #[arg(long, default_value = "127.0.0.1:8101,127.0.0.1:8102,127.0.0.1:8103")]
         endpoints: String,
+        #[command(flatten)]
+        ca: CaCertArg,
     },
     Put {
         key: String,
         value: String,
         #[arg(long, default_value = "127.0.0.1:8101,127.0.0.1:8102,127.0.0.1:8103")]
         endpoints: String,
+        #[command(flatten)]
+        ca: CaCertArg,
     },
     Del {
         key: String,
         #[arg(long, default_value = "127.0.0.1:8101,127.0.0.1:8102,127.0.0.1:8103")]
         endpoints: String,
+        #[command(flatten)]
+        ca: CaCertArg,
     },
     Cas {
         key: String,
@@ -44,6 +79,8 @@ pub enum KvCmd {
         value: String,
         #[arg(long, default_value = "127.0.0.1:8101,127.0.0.1:8102,127.0.0.1:8103")]
         endpoints: String,
+        #[command(flatten)]
+        ca: CaCertArg,
     },
 }
 
@@ -62,7 +99,7 @@ pub fn endpoints(s: &str) -> Vec<String> {
 }
 
 pub fn run_status(a: StatusArgs) -> Result<()> {
-    let client = flotilla_kv::KvClient::new(&endpoints(&a.endpoints))?;
+    let client = a.ca.client(&endpoints(&a.endpoints))?;
     let mut rows = Vec::new();
     for (ep, st) in client.status_all() {
         let v: Value = match st {
@@ -118,11 +155,11 @@ pub fn run_status(a: StatusArgs) -> Result<()> {
 pub fn run_kv(cmd: KvCmd) -> Result<()> {
     use flotilla_kv::KvClient;
     use flotilla_node::ReadConsistency;
-    let client = |eps: &str| -> Result<KvClient> {
-        Ok(KvClient::new(&endpoints(eps))?.with_deadline(Duration::from_secs(10)).with_session())
+    let client = |eps: &str, ca: &CaCertArg| -> Result<KvClient> {
+        Ok(ca.client(&endpoints(eps))?.with_deadline(Duration::from_secs(10)).with_session())
     };
     match cmd {
-        KvCmd::Get { key, consistency, endpoints } => {
+        KvCmd::Get { key, consistency, endpoints, ca } => {
             let c = match consistency.as_str() {
                 "linearizable" => ReadConsistency::Linearizable,
                 "lease" => ReadConsistency::Lease,
@@ -133,7 +170,7 @@ pub fn run_kv(cmd: KvCmd) -> Result<()> {
                     ));
                 }
             };
-            let out = client(&endpoints)?.get(&key, c)?;
+            let out = client(&endpoints, &ca)?.get(&key, c)?;
             match out.value {
                 Some(v) => {
                     use std::io::Write;
@@ -143,19 +180,19 @@ pub fn run_kv(cmd: KvCmd) -> Result<()> {
                 None => return Err(anyhow!("{key}: not found (applied index {})", out.index)),
             }
         }
-        KvCmd::Put { key, value, endpoints } => {
-            let out = client(&endpoints)?.put(&key, value.as_bytes())?;
+        KvCmd::Put { key, value, endpoints, ca } => {
+            let out = client(&endpoints, &ca)?.put(&key, value.as_bytes())?;
             println!("{}", serde_json::json!({"index": out.index, "term": out.term}));
         }
-        KvCmd::Del { key, endpoints } => {
-            let out = client(&endpoints)?.delete(&key)?;
+        KvCmd::Del { key, endpoints, ca } => {
+            let out = client(&endpoints, &ca)?.delete(&key)?;
             println!(
                 "{}",
                 serde_json::json!({"index": out.index, "term": out.term, "deleted": out.deleted})
             );
         }
-        KvCmd::Cas { key, expected, value, endpoints } => {
-            let out = client(&endpoints)?.cas(&key, expected.as_deref(), &value)?;
+        KvCmd::Cas { key, expected, value, endpoints, ca } => {
+            let out = client(&endpoints, &ca)?.cas(&key, expected.as_deref(), &value)?;
             println!(
                 "{}",
                 serde_json::json!({"succeeded": out.succeeded, "current": out.current, "index": out.index})

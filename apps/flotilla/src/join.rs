@@ -6,19 +6,22 @@ use flotilla_raft::NodeId;
 
 /// Keeps asking (following redirects to the leader) until the cluster answers 200, or gives
 /// up after a few minutes. Runs on its own thread: the node serves meanwhile. `token` is
-/// the admin bearer token (`--admin-token`), which the cluster's admin routes may require.
+/// the admin bearer token (`--admin-token`), which the cluster's admin routes may require;
+/// `tls` trusts the node's `--tls-ca` for an `https://` URL.
 pub fn spawn_join(
     url: String,
     id: NodeId,
     raft_addr: String,
     api_addr: String,
     token: Option<String>,
+    tls: ureq::tls::TlsConfig,
 ) {
     std::thread::spawn(move || {
         let body = serde_json::json!({"id": id.0, "raft_addr": raft_addr, "api_addr": api_addr, "voter": true});
         let deadline = Instant::now() + Duration::from_secs(300);
         let mut target = format!("{}/v1/admin/members", url.trim_end_matches('/'));
         let agent = ureq::Agent::config_builder()
+            .tls_config(tls)
             .max_redirects(0)
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(60)))

@@ -9,7 +9,7 @@ use clap::Args;
 use flotilla_kv::KvStateMachine;
 use flotilla_log::{FjallLogStore, Identity, LogStore};
 use flotilla_node::http::NodeRoutes;
-use flotilla_node::{ForwardMode, NodeConfig, start_node};
+use flotilla_node::{ForwardMode, NodeConfig, TlsSettings, start_node};
 use flotilla_raft::NodeId;
 
 use crate::node_ident;
@@ -76,6 +76,16 @@ pub struct NodeArgs {
     /// How long a client request may wait before 504 timeout, in milliseconds.
     #[arg(long, default_value_t = 5_000)]
     pub request_timeout_ms: u64,
+    /// TLS (with --tls-key and --tls-ca): this node's certificate chain, PEM. Peers then
+    /// talk mutual TLS and the API serves HTTPS.
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS: the private key of --tls-cert, PEM.
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// TLS: the CA certificate(s), PEM, that peers' certificates must chain to.
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
 }
 
 fn parse_range(s: &str) -> Result<(u64, u64)> {
@@ -144,6 +154,12 @@ pub fn build_config(a: &NodeArgs) -> Result<NodeConfig> {
         admin_token: a.admin_token.clone(),
         snapshot_entries: a.snapshot_entries,
         request_timeout: Duration::from_millis(a.request_timeout_ms.max(100)),
+        tls: TlsSettings::from_flags(
+            a.tls_cert.as_deref(),
+            a.tls_key.as_deref(),
+            a.tls_ca.as_deref(),
+        )
+        .map_err(|e| anyhow!("{e}"))?,
     })
 }
 
@@ -196,19 +212,29 @@ pub fn run(cfg: NodeConfig) -> Result<()> {
                 .default_service(web::to(flotilla_kv::http::no_route))
         })
         .workers(1)
-        .disable_signals()
-        .bind(&cfg.api)
+        .disable_signals();
+        let server = match &cfg.tls {
+            Some(tls) => server.bind_rustls_0_23(&cfg.api, tls.api_server_config()),
+            None => server.bind(&cfg.api),
+        }
         .with_context(|| format!("cannot listen on {}", cfg.api))?
         .run();
         let server_handle = server.handle();
         actix_rt::spawn(server);
         eprintln!(
             "flotilla node {} listening: raft {} (advertised {}) api {} (advertised {}) data {:?}",
-            cfg.id, cfg.listen, cfg.advertise_peer, cfg.api, cfg.advertise_api, cfg.data_dir
+            cfg.id,
+            cfg.listen,
+            cfg.advertise_peer,
+            cfg.api,
+            cfg.api_url(&cfg.advertise_api),
+            cfg.data_dir
         );
         if let Some(url) = cfg.join.clone() {
             let (raft, api) = (cfg.advertise_peer.clone(), cfg.advertise_api.clone());
-            crate::join::spawn_join(url, cfg.id, raft, api, cfg.admin_token.clone());
+            let ca = cfg.tls.as_ref().map(|t| t.ca_path().to_path_buf());
+            let tls = flotilla_kv::client::tls_config(ca.as_deref())?;
+            crate::join::spawn_join(url, cfg.id, raft, api, cfg.admin_token.clone(), tls);
         }
         // Leave when this node is removed from the cluster (INTERFACE.md).
         loop {

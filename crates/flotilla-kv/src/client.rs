@@ -13,7 +13,11 @@
 //!
 //! A session client serialises its writes (one outstanding sequence number at a time), so
 //! share it between threads freely; use one client per logical writer for throughput.
+//!
+//! Endpoints may be `https://`; [`KvClient::with_cacert`] trusts a CA of one's own (a
+//! cluster started with `--tls-ca`) instead of the public web roots, like curl's `--cacert`.
 
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -53,8 +57,11 @@ pub enum KvClientError {
     /// The deadline passed after at least one attempt with an unknown outcome.
     #[error("deadline passed; outcome unknown: {0}")]
     DeadlineUnknown(String),
-    #[error("bad endpoint {0:?}: use host:port or http://host:port")]
+    #[error("bad endpoint {0:?}: use host:port, http://host:port or https://host:port")]
     BadEndpoint(String),
+    /// The `--cacert` file cannot be read or holds no PEM certificate.
+    #[error("CA certificate {0}")]
+    BadCaCert(String),
     /// The server answered 200 with something that is not the documented JSON.
     #[error("unexpected answer: {0}")]
     BadAnswer(String),
@@ -100,7 +107,7 @@ struct Session {
 /// The blocking KV client. Cheap to share by reference across threads.
 pub struct KvClient {
     agent: ureq::Agent,
-    /// Base URLs, `http://host:port`, never empty.
+    /// Base URLs, `http[s]://host:port`, never empty.
     endpoints: Vec<String>,
     /// The base URL of the last leader a redirect named.
     leader: Mutex<Option<String>>,
@@ -142,25 +149,26 @@ enum Attempt {
 }
 
 impl KvClient {
-    /// A client of the cluster behind `endpoints` (`host:port` or `http://host:port`).
+    /// A client of the cluster behind `endpoints` (`host:port` or `http[s]://host:port`).
     pub fn new<S: AsRef<str>>(endpoints: &[S]) -> Result<KvClient, KvClientError> {
         let endpoints =
             endpoints.iter().map(|e| base_url(e.as_ref())).collect::<Result<Vec<_>, _>>()?;
         if endpoints.is_empty() {
             return Err(KvClientError::BadEndpoint(String::new()));
         }
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .timeout_connect(Some(CONNECT_TIMEOUT))
-            .build();
         Ok(KvClient {
-            agent: ureq::Agent::new_with_config(config),
+            agent: agent(ureq::tls::TlsConfig::default()),
             endpoints,
             leader: Mutex::new(None),
             deadline: DEFAULT_DEADLINE,
             session: None,
         })
+    }
+
+    /// Verifies `https://` servers against the CA certificate(s) in `cacert` (PEM) only.
+    pub fn with_cacert(mut self, cacert: &Path) -> Result<KvClient, KvClientError> {
+        self.agent = agent(tls_config(Some(cacert))?);
+        Ok(self)
     }
 
     /// How long each call keeps retrying (default 10 s).
@@ -411,6 +419,35 @@ impl KvClient {
     }
 }
 
+fn agent(tls: ureq::tls::TlsConfig) -> ureq::Agent {
+    let config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_connect(Some(CONNECT_TIMEOUT))
+        .tls_config(tls)
+        .build();
+    ureq::Agent::new_with_config(config)
+}
+
+/// ureq's TLS settings for a client: with `cacert`, trust only the CA certificate(s) in
+/// that PEM file (like curl's `--cacert`); without, the public web roots.
+pub fn tls_config(cacert: Option<&Path>) -> Result<ureq::tls::TlsConfig, KvClientError> {
+    let Some(path) = cacert else { return Ok(ureq::tls::TlsConfig::default()) };
+    let bad = |why: String| KvClientError::BadCaCert(format!("{}: {why}", path.display()));
+    let pem = std::fs::read(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+    let mut roots = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        match item.map_err(|e| bad(format!("bad PEM: {e}")))? {
+            ureq::tls::PemItem::Certificate(c) => roots.push(c),
+            _ => return Err(bad("holds something other than certificates".into())),
+        }
+    }
+    if roots.is_empty() {
+        return Err(bad("no PEM CERTIFICATE in it".into()));
+    }
+    Ok(ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::from(roots)).build())
+}
+
 fn with_session<B>(
     rb: ureq::RequestBuilder<B>,
     session: Option<(u64, u64)>,
@@ -444,21 +481,30 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// `host:port` or `http://host:port[/]` → `http://host:port`.
+/// `host:port` or `http[s]://host:port[/]` → `http[s]://host:port` (`http` by default).
 fn base_url(endpoint: &str) -> Result<String, KvClientError> {
-    let e = endpoint.trim().trim_end_matches('/');
-    let rest = e.strip_prefix("http://").unwrap_or(e);
+    let e = endpoint.trim();
+    let (scheme, rest) = split_scheme(e).unwrap_or(("http", e));
+    let rest = rest.trim_end_matches('/');
     if rest.is_empty() || rest.contains("://") || rest.contains('/') {
         return Err(KvClientError::BadEndpoint(endpoint.to_owned()));
     }
-    Ok(format!("http://{rest}"))
+    Ok(format!("{scheme}://{rest}"))
 }
 
-/// `http://host:port` of an absolute URL.
+/// `http[s]://host:port` of an absolute URL.
 fn origin_of(url: &str) -> Option<String> {
-    let rest = url.strip_prefix("http://")?;
+    let (scheme, rest) = split_scheme(url)?;
     let host = rest.split('/').next()?;
-    (!host.is_empty()).then(|| format!("http://{host}"))
+    (!host.is_empty()).then(|| format!("{scheme}://{host}"))
+}
+
+fn split_scheme(url: &str) -> Option<(&'static str, &str)> {
+    match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+        (Some(rest), _) => Some(("https", rest)),
+        (None, Some(rest)) => Some(("http", rest)),
+        _ => None,
+    }
 }
 
 fn error_code(body: &[u8]) -> String {
@@ -495,10 +541,25 @@ mod tests {
     fn endpoints_are_normalised() {
         assert_eq!(base_url("127.0.0.1:8101").unwrap(), "http://127.0.0.1:8101");
         assert_eq!(base_url("http://h:1/").unwrap(), "http://h:1");
-        for bad in ["", "https://h:1", "h:1/path", "ftp://h"] {
+        assert_eq!(base_url("https://h:1/").unwrap(), "https://h:1");
+        for bad in ["", "h:1/path", "ftp://h", "https://", "https://h:1/path"] {
             assert!(base_url(bad).is_err(), "{bad:?}");
         }
         assert_eq!(origin_of("http://h:2/v1/kv/a?x=1").as_deref(), Some("http://h:2"));
-        assert_eq!(origin_of("https://h:2/"), None);
+        assert_eq!(origin_of("https://h:2/v1/kv/a").as_deref(), Some("https://h:2"));
+        assert_eq!(origin_of("ftp://h:2/"), None);
+    }
+
+    #[test]
+    fn a_cacert_file_must_hold_certificates() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let e = tls_config(Some(&missing)).unwrap_err().to_string();
+        assert!(e.contains("missing.pem") && e.contains("cannot read"), "{e}");
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "hello\n").unwrap();
+        let e = tls_config(Some(&junk)).unwrap_err().to_string();
+        assert!(e.contains("no PEM CERTIFICATE"), "{e}");
+        assert!(tls_config(None).is_ok());
     }
 }

@@ -159,6 +159,7 @@ async fn run(o: &Opts, dir: &std::path::Path) {
             admin_token: None,
             snapshot_entries: 200_000,
             request_timeout: Duration::from_secs(10),
+            tls: None,
         };
         let net = net.clone();
         let start = async move {

@@ -195,6 +195,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         admin_token: None,
         snapshot_entries: 1000,
         request_timeout: Duration::from_secs(5),
+        tls: None,
     };
     std::fs::create_dir_all(&cfg.data_dir)?;
     let store = FjallLogStore::open(

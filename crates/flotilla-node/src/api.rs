@@ -69,6 +69,8 @@ pub struct Applied {
 /// `Timeout` and `LeadershipLost` mean the outcome is unknown.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum ClientError {
+    /// `leader_api`: the leader's API as a base URL with the scheme this node serves
+    /// (`https://host:port` with TLS on); a bare `host:port` is read as `http://`.
     #[error("not the leader")]
     NotLeader { leader: NodeId, leader_api: Option<String> },
     #[error("no leader is known")]

@@ -6,6 +6,7 @@ use std::time::Duration;
 use flotilla_raft::{Membership, NodeAddr, NodeId};
 
 use crate::forward::ForwardMode;
+use crate::tls::TlsSettings;
 
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -39,6 +40,8 @@ pub struct NodeConfig {
     pub snapshot_entries: u64,
     /// How long a client request may wait for its answer before 504.
     pub request_timeout: Duration,
+    /// `--tls-*`: mutual TLS between peers and HTTPS on the API; `None`: plain TCP/HTTP.
+    pub tls: Option<TlsSettings>,
 }
 
 impl NodeConfig {
@@ -79,6 +82,13 @@ impl NodeConfig {
             ));
         }
         Ok(out)
+    }
+
+    /// The URL of an API address (`HOST:PORT`) as this node builds it (redirects):
+    /// `https://` when TLS is on.
+    pub fn api_url(&self, api_addr: &str) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{api_addr}")
     }
 
     pub fn election_ticks(&self) -> (u32, u32) {

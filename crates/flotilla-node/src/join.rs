@@ -3,7 +3,8 @@
 //! peers' raft addresses only from the configuration entry (or snapshot) that adds it,
 //! which it cannot receive until it answers the leader's probes. So it asks the cluster it
 //! was pointed at for its members (`GET /v1/status`, served by any node) and links to
-//! them until it is a member itself.
+//! them until it is a member itself. An `https://` URL is fetched over TLS, trusting the
+//! node's `--tls-ca`.
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -15,6 +16,7 @@ use actix::prelude::*;
 use flotilla_raft::NodeId;
 
 use crate::raft_actor::RaftActor;
+use crate::tls::TlsSettings;
 
 const FETCH_TIMEOUT: Duration = Duration::from_secs(2);
 const FETCH_EVERY: Duration = Duration::from_secs(1);
@@ -43,12 +45,13 @@ pub(crate) fn spawn_seed_fetch(
     url: String,
     raft: Addr<RaftActor>,
     known: Arc<RwLock<BTreeSet<NodeId>>>,
+    tls: Option<TlsSettings>,
 ) {
     std::thread::spawn(move || {
         let deadline = Instant::now() + FETCH_FOR;
         let joining = || known.read().map(|k| k.is_empty()).unwrap_or(false);
         while joining() && Instant::now() < deadline {
-            match fetch_members(&url) {
+            match fetch_members(&url, tls.as_ref()) {
                 Ok(peers) if !peers.is_empty() => raft.do_send(SeedPeers(peers)),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(%url, error = %e, "join: asking for the members failed"),
@@ -58,9 +61,14 @@ pub(crate) fn spawn_seed_fetch(
     });
 }
 
-/// `GET /v1/status` over plain HTTP/1.0; returns every member's id and raft address.
-fn fetch_members(url: &str) -> Result<Vec<(NodeId, String)>, String> {
-    let rest = url.strip_prefix("http://").ok_or("only http:// URLs are supported")?;
+/// `GET /v1/status` over HTTP/1.0 (in TLS for `https://`); returns every member's id and
+/// raft address.
+fn fetch_members(url: &str, tls: Option<&TlsSettings>) -> Result<Vec<(NodeId, String)>, String> {
+    let (https, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+        (Some(rest), _) => (true, rest),
+        (None, Some(rest)) => (false, rest),
+        _ => return Err("the URL must start with http:// or https://".into()),
+    };
     let host = rest.split('/').next().unwrap_or(rest);
     // Resolved at every fetch, and every address tried: `localhost` may come back as ::1
     // first while the API listens on 127.0.0.1 only.
@@ -75,14 +83,33 @@ fn fetch_members(url: &str) -> Result<Vec<(NodeId, String)>, String> {
             Err(e) => last = format!("{addr}: {e}"),
         }
     }
-    let mut s = conn.ok_or(last)?;
+    let s = conn.ok_or(last)?;
     s.set_read_timeout(Some(FETCH_TIMEOUT)).map_err(|e| e.to_string())?;
     s.set_write_timeout(Some(FETCH_TIMEOUT)).map_err(|e| e.to_string())?;
-    write!(s, "GET /v1/status HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n")
-        .map_err(|e| e.to_string())?;
-    let mut answer = Vec::new();
-    s.take(ANSWER_MAX_BYTES).read_to_end(&mut answer).map_err(|e| e.to_string())?;
+    let request = format!("GET /v1/status HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let answer = if https {
+        let tls = tls.ok_or("an https:// URL needs --tls-cert, --tls-key and --tls-ca")?;
+        let name = crate::tls::server_name(host)?;
+        let conn =
+            rustls::ClientConnection::new(tls.client_config(), name).map_err(|e| e.to_string())?;
+        exchange(rustls::StreamOwned::new(conn, s), &request)?
+    } else {
+        exchange(s, &request)?
+    };
     parse_members(&answer)
+}
+
+/// Sends `request`, reads the answer until the server closes (at most `ANSWER_MAX_BYTES`).
+fn exchange(mut s: impl Read + Write, request: &str) -> Result<Vec<u8>, String> {
+    s.write_all(request.as_bytes()).and_then(|()| s.flush()).map_err(|e| e.to_string())?;
+    let mut answer = Vec::new();
+    match Read::by_ref(&mut s).take(ANSWER_MAX_BYTES).read_to_end(&mut answer) {
+        Ok(_) => Ok(answer),
+        // A server may close without a TLS close_notify; what came before is the answer
+        // (an answer cut short fails to parse).
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !answer.is_empty() => Ok(answer),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn parse_members(answer: &[u8]) -> Result<Vec<(NodeId, String)>, String> {

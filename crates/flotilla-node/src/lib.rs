@@ -35,6 +35,7 @@ pub mod raft_actor;
 pub mod shared;
 pub mod snapshot;
 pub mod supervisor;
+pub mod tls;
 pub mod transport;
 
 pub use api::{
@@ -46,3 +47,4 @@ pub use faults::FaultSpec;
 pub use forward::{ForwardMode, Forwarder};
 pub use handle::{AdminError, NodeHandle};
 pub use supervisor::{StartError, start_node, start_node_in_process};
+pub use tls::TlsSettings;

@@ -330,7 +330,8 @@ impl RaftActor {
                 continue;
             }
             let (hs, shared, a) = (self.handshake.clone(), self.shared.clone(), addr.clone());
-            let link = Supervisor::start(move |_| PeerLink::new(id, a, hs, shared));
+            let tls = self.cfg.tls.clone();
+            let link = Supervisor::start(move |_| PeerLink::new(id, a, hs, shared, tls));
             self.peers.insert(id, (addr, link));
         }
     }
@@ -357,7 +358,12 @@ impl RaftActor {
         match self.core.leader() {
             Some(id) if id != self.cfg.id => ClientError::NotLeader {
                 leader: id,
-                leader_api: self.core.membership().addrs.get(&id).map(|a| a.api_addr.clone()),
+                leader_api: self
+                    .core
+                    .membership()
+                    .addrs
+                    .get(&id)
+                    .map(|a| self.cfg.api_url(&a.api_addr)),
             },
             _ => ClientError::NoLeader { retry_after_ms: self.cfg.election_timeout_ms.1 },
         }

@@ -186,12 +186,14 @@ async fn start(
         n.insert(cfg.id, raft.clone());
     }
     if let Some(url) = cfg.join.clone() {
-        crate::join::spawn_seed_fetch(url, raft.clone(), known.clone());
+        crate::join::spawn_seed_fetch(url, raft.clone(), known.clone(), cfg.tls.clone());
     }
     let clock_raft = raft.clone();
     Supervisor::start(move |_| ElectionActor { raft: clock_raft, tick });
     if listener.is_some() {
-        Listener { listener, handshake: hs, raft: raft.clone(), shared: shared.clone() }.start();
+        let tls = cfg.tls.clone();
+        Listener { listener, handshake: hs, raft: raft.clone(), shared: shared.clone(), tls }
+            .start();
     }
 
     let forwarder = Forwarder::new(
@@ -200,6 +202,7 @@ async fn start(
         request_timeout,
         election_max_ms,
         shared.clone(),
+        cfg.tls.as_ref().map(|t| t.client_config()),
     );
     Ok(NodeHandle::new(raft, shared, cfg.id, request_timeout, election_max_ms, forwarder))
 }

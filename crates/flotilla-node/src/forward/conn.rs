@@ -2,30 +2,39 @@
 //! knows the transport and the scheme) and a small pool of idle keep-alive connections.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
 use tokio::net::TcpStream;
 
 /// A connection's request side; its driver runs on a task of its own.
 pub(super) type Sender = SendRequest<Full<Bytes>>;
 
-/// The scheme of every URL a node builds for an API address (redirect `Location`, the
-/// forwarder). With TLS on the API this, and [`connect`], are what change.
-pub const API_SCHEME: &str = "http";
-
-/// `scheme://authority{path_and_query}` for an API address given as `HOST:PORT` (or as a
-/// URL that already names its scheme).
+/// `scheme://authority{path_and_query}` for an API address: a URL that names its scheme
+/// (`ClientError::NotLeader`'s `leader_api`, whose scheme the node chose from its TLS
+/// setting: `NodeConfig::api_url`), or a bare `HOST:PORT`, read as `http://`.
 pub fn api_url(api: &str, path_and_query: &str) -> String {
     let base = api.trim_end_matches('/');
     if base.starts_with("http://") || base.starts_with("https://") {
         format!("{base}{path_and_query}")
     } else {
-        format!("{API_SCHEME}://{base}{path_and_query}")
+        format!("http://{base}{path_and_query}")
+    }
+}
+
+/// Splits an API base (`https://HOST:PORT`, `http://HOST:PORT` or `HOST:PORT`) into
+/// (whether it is HTTPS, `HOST:PORT`).
+pub(super) fn authority(base: &str) -> (bool, &str) {
+    let base = base.trim_end_matches('/');
+    if let Some(rest) = base.strip_prefix("https://") {
+        (true, rest)
+    } else {
+        (false, base.strip_prefix("http://").unwrap_or(base))
     }
 }
 
@@ -36,24 +45,47 @@ const IDLE_MAX: Duration = Duration::from_secs(2);
 /// Idle connections kept per address; more are closed when returned.
 const IDLE_PER_ADDR: usize = 8;
 
-/// Dials `authority` (`HOST:PORT`; a name is resolved now, at every dial) within `timeout`
-/// and starts the connection's driver. An error means nothing was sent.
-pub(super) async fn connect(authority: &str, timeout: Duration) -> Result<Sender, String> {
+/// Dials the API at `base` (a name is resolved now, at every dial) within `timeout` and
+/// starts the connection's driver. `https://` bases go through TLS with `tls` (the node's
+/// own client config: the cluster CA), and the certificate must name the HOST. An error
+/// means nothing was sent.
+pub(super) async fn connect(
+    base: &str,
+    tls: Option<&Arc<ClientConfig>>,
+    timeout: Duration,
+) -> Result<Sender, String> {
+    let (https, authority) = authority(base);
     let dial = async {
         let stream = TcpStream::connect(authority).await.map_err(|e| e.to_string())?;
         let _ = stream.set_nodelay(true);
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        if !https {
+            return start(TokioIo::new(stream)).await;
+        }
+        let config = tls.ok_or("an https:// leader, but this node has no TLS settings")?;
+        let name = crate::tls::server_name(authority)?;
+        let stream = tokio_rustls::TlsConnector::from(config.clone())
+            .connect(name, stream)
             .await
-            .map_err(|e| e.to_string())?;
-        actix_rt::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(sender)
+            .map_err(|e| format!("TLS with {authority}: {e}"))?;
+        start(TokioIo::new(stream)).await
     };
     match tokio::time::timeout(timeout, dial).await {
         Ok(r) => r,
         Err(_) => Err(format!("no connection within {timeout:?}")),
     }
+}
+
+/// The HTTP/1.1 handshake on a dialed stream; the connection is driven on its own task.
+async fn start<I>(io: I) -> Result<Sender, String>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(io).await.map_err(|e| e.to_string())?;
+    actix_rt::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
 }
 
 struct Idle {

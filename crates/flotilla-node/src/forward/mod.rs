@@ -27,7 +27,7 @@ use flotilla_raft::NodeId;
 use http_body_util::{BodyExt, Full, Limited};
 use serde_json::json;
 
-pub use conn::{API_SCHEME, api_url};
+pub use conn::api_url;
 
 use crate::api::ClientError;
 use crate::shared::Shared;
@@ -92,6 +92,8 @@ struct Inner {
     retry_after_ms: u64,
     shared: Arc<Shared>,
     pool: conn::Pool,
+    /// With TLS on, leaders are `https://` and dialed with the node's client config.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// Why an exchange with the leader failed.
@@ -109,6 +111,7 @@ impl Forwarder {
         request_timeout: Duration,
         retry_after_ms: u64,
         shared: Arc<Shared>,
+        tls: Option<Arc<rustls::ClientConfig>>,
     ) -> Forwarder {
         let inner = Inner {
             mode,
@@ -117,6 +120,7 @@ impl Forwarder {
             retry_after_ms,
             shared,
             pool: Default::default(),
+            tls,
         };
         Forwarder { inner: Arc::new(inner) }
     }
@@ -206,7 +210,7 @@ impl Forwarder {
         let mut out = hyper::Request::builder()
             .method(req.method().as_str())
             .uri(path_and_query)
-            .header(hyper::header::HOST, authority)
+            .header(hyper::header::HOST, conn::authority(authority).1)
             .header(FORWARDED_BY_HEADER, self.inner.shared.id.0);
         for name in PASSED_ON {
             for value in req.headers().get_all(*name) {
@@ -231,7 +235,13 @@ impl Forwarder {
             let (mut sender, fresh) = match self.inner.pool.checkout(authority) {
                 Some(s) => (s, false),
                 None => {
-                    (conn::connect(authority, dial_timeout).await.map_err(Failure::NotSent)?, true)
+                    let tls = self.inner.tls.as_ref();
+                    (
+                        conn::connect(authority, tls, dial_timeout)
+                            .await
+                            .map_err(Failure::NotSent)?,
+                        true,
+                    )
                 }
             };
             match tokio::time::timeout(dial_timeout, sender.ready()).await {

@@ -10,7 +10,7 @@ const ME: &str = "127.0.0.1:8101";
 
 fn forwarder(mode: ForwardMode) -> Forwarder {
     let shared = Shared::new(NodeId(1), LogIndex::ZERO);
-    Forwarder::new(mode, ME.into(), Duration::from_secs(2), 300, shared)
+    Forwarder::new(mode, ME.into(), Duration::from_secs(2), 300, shared, None)
 }
 
 fn not_leader(api: &str) -> ClientError {

@@ -1,6 +1,8 @@
 //! `Listener`: accepts peers' connections, runs the server side of the handshake, then
 //! reads frames and hands them to the raft actor. A peer that fails the handshake is
-//! refused and logged; a malformed frame closes that connection, nothing else.
+//! refused and logged; a malformed frame closes that connection, nothing else. With TLS on,
+//! a peer must first complete a TLS handshake with a client certificate that chains to the
+//! CA; one that does not (another CA, plain TCP) is refused the same way.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -13,14 +15,17 @@ use futures_util::StreamExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::FramedRead;
 
+use super::PeerStream;
 use crate::raft_actor::{Inbound, RaftActor};
 use crate::shared::Shared;
+use crate::tls::TlsSettings;
 
 pub struct Listener {
     pub listener: Option<TcpListener>,
     pub handshake: Arc<HandshakeConfig>,
     pub raft: Addr<RaftActor>,
     pub shared: Arc<Shared>,
+    pub tls: Option<TlsSettings>,
 }
 
 impl Actor for Listener {
@@ -34,13 +39,18 @@ impl Actor for Listener {
         let hs = self.handshake.clone();
         let raft = self.raft.clone();
         let shared = self.shared.clone();
+        let tls = self.tls.clone();
         let accept_loop = async move {
             loop {
                 match listener.accept().await {
                     Ok((stream, remote)) => {
                         let _ = stream.set_nodelay(true);
                         let (hs, raft, shared) = (hs.clone(), raft.clone(), shared.clone());
+                        let tls = tls.clone();
                         actix_rt::spawn(async move {
+                            let Some(stream) = secure(stream, remote, tls, &shared).await else {
+                                return;
+                            };
                             serve_peer(stream, remote, hs, raft, shared).await;
                         });
                     }
@@ -55,8 +65,27 @@ impl Actor for Listener {
     }
 }
 
+/// The stream the handshake runs on: the TCP stream itself, or TLS over it once the peer
+/// proved a certificate from our CA. `None`: refused (logged and counted).
+async fn secure(
+    tcp: TcpStream,
+    remote: std::net::SocketAddr,
+    tls: Option<TlsSettings>,
+    shared: &Shared,
+) -> Option<PeerStream> {
+    let Some(tls) = tls else { return Some(Box::new(tcp)) };
+    match tls.accept(tcp).await {
+        Ok(stream) => Some(Box::new(stream)),
+        Err(e) => {
+            shared.metrics.handshake_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%remote, error = %e, "refused a peer connection: TLS handshake failed");
+            None
+        }
+    }
+}
+
 async fn serve_peer(
-    mut stream: TcpStream,
+    mut stream: PeerStream,
     remote: std::net::SocketAddr,
     hs: Arc<HandshakeConfig>,
     raft: Addr<RaftActor>,

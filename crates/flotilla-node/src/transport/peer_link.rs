@@ -4,7 +4,8 @@
 //! per AppendEntries); the link adds a bounded queue in front of the socket. When the queue
 //! is full or the peer is unreachable, messages are dropped and counted: Raft retransmits.
 //! A connection failure stops the actor; its `Supervisor` restarts it, which re-arms the
-//! connection with exponential back-off.
+//! connection with exponential back-off. With TLS on, the connection is mutual TLS and the
+//! handshake and frames run inside it.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -19,7 +20,9 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedWrite;
 
+use super::PeerStream;
 use crate::shared::Shared;
+use crate::tls::TlsSettings;
 
 /// Messages queued per peer before new ones are dropped.
 const QUEUE_MAX: usize = 1024;
@@ -32,6 +35,7 @@ pub struct PeerLink {
     pub addr: String,
     pub handshake: Arc<HandshakeConfig>,
     pub shared: Arc<Shared>,
+    tls: Option<TlsSettings>,
     tx: Option<mpsc::Sender<WireMessage>>,
     backoff_ms: u64,
     /// Consecutive failures, for the back-off and the log.
@@ -55,8 +59,9 @@ impl PeerLink {
         addr: String,
         handshake: Arc<HandshakeConfig>,
         shared: Arc<Shared>,
+        tls: Option<TlsSettings>,
     ) -> Self {
-        PeerLink { peer, addr, handshake, shared, tx: None, backoff_ms: 0, failures: 0 }
+        PeerLink { peer, addr, handshake, shared, tls, tx: None, backoff_ms: 0, failures: 0 }
     }
 
     fn connect(&mut self, ctx: &mut Context<Self>) {
@@ -66,6 +71,7 @@ impl PeerLink {
         let hs = self.handshake.clone();
         let peer = self.peer;
         let shared = self.shared.clone();
+        let tls = self.tls.clone();
         // Weak: a strong address here would keep the mailbox connected after the raft
         // actor dropped this link (`Shutdown`), and the Supervisor would restart it,
         // reconnecting to a removed peer forever.
@@ -75,7 +81,7 @@ impl PeerLink {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            let was_connected = run_connection(&addr, &hs, peer, &shared, rx).await;
+            let was_connected = run_connection(&addr, &hs, tls.as_ref(), peer, &shared, rx).await;
             if let Some(me) = me.upgrade() {
                 me.do_send(Disconnected { was_connected });
             }
@@ -83,11 +89,12 @@ impl PeerLink {
     }
 }
 
-/// Dials, handshakes, then writes queued messages until the queue closes or a write fails.
-/// Returns whether the connection was ever established.
+/// Dials, handshakes (TLS first when on), then writes queued messages until the queue
+/// closes or a write fails. Returns whether the connection was ever established.
 async fn run_connection(
     addr: &str,
     hs: &HandshakeConfig,
+    tls: Option<&TlsSettings>,
     peer: NodeId,
     shared: &Shared,
     mut rx: mpsc::Receiver<WireMessage>,
@@ -97,14 +104,24 @@ async fn run_connection(
         _ => return false,
     };
     let _ = stream.set_nodelay(true);
-    let mut stream = stream;
+    let mut stream: PeerStream = match tls {
+        None => Box::new(stream),
+        Some(tls) => match tls.connect(stream, addr).await {
+            Ok(s) => Box::new(s),
+            Err(e) => {
+                shared.metrics.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(peer = %peer, %addr, error = %e, "TLS handshake with peer failed");
+                return false;
+            }
+        },
+    };
     if let Err(e) = client_handshake(&mut stream, hs, peer).await {
         shared.metrics.handshake_failures.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(peer = %peer, %addr, error = %e, "peer refused our handshake");
         return false;
     }
     tracing::info!(peer = %peer, %addr, "connected to peer");
-    let (read_half, write_half) = stream.into_split();
+    let (read_half, write_half) = tokio::io::split(stream);
     let mut sink = FramedWrite::new(write_half, WireCodec::new());
     // The peer never writes on this connection; reading tells us when it goes away.
     let mut closed = Box::pin(async move {
