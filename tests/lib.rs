@@ -349,7 +349,7 @@ impl Drop for Cluster {
 }
 
 /// If every reachable node names the same leader and term, and the leader says it leads.
-fn agreed_leader(sts: &[Option<Value>]) -> Option<(u64, u64)> {
+pub fn agreed_leader(sts: &[Option<Value>]) -> Option<(u64, u64)> {
     let reachable: Vec<&Value> = sts.iter().flatten().collect();
     let leaders: Vec<&&Value> = reachable.iter().filter(|s| s["role"] == "leader").collect();
     if leaders.len() != 1 {
