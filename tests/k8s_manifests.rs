@@ -12,13 +12,14 @@
 //! installs the pinned version there. Without `python3` at all the test fails and says so.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use flotilla_tests::{Cluster, admin, eventually, flotilla_bin, free_ports, get_json, request};
+use flotilla_tests::{
+    Cluster, admin, die_with_parent, eventually, flotilla_bin, free_ports, get_json, request,
+};
 use serde_json::{Value, json};
 
 /// The validator version `.ci/run` and the fallback virtualenv install.
@@ -448,13 +449,7 @@ impl Node {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
-        // SAFETY: prctl only sets a flag on the child; the node dies with the test.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        die_with_parent(&mut cmd);
         let child = cmd.spawn().expect("spawn flotilla node");
         Node { child, api: format!("http://{api}"), dir }
     }
@@ -524,13 +519,7 @@ fn a_node_named_in_the_initial_cluster_bootstraps_even_when_given_join() {
     let join = format!("--join=http://127.0.0.1:{}", q[2]);
     let node = Node::start(&raft, &api, &format!("1={raft}@{api}"), &[&join]);
     let st = node.wait_status("node 1 to lead its cluster of one", |st| st["leader"] == 1);
-    let members: Vec<u64> = st["members"]
-        .as_array()
-        .expect("members")
-        .iter()
-        .filter_map(|m| m["id"].as_u64())
-        .collect();
-    assert_eq!(members, [1]);
+    assert_eq!(member_ids(&st), [1]);
 }
 
 #[test]
@@ -579,11 +568,10 @@ fn a_removed_node_restarted_with_join_stays_out() {
         c.log_of(4)
     );
     let st = c.status(leader).expect("the leader's status");
-    let members: Vec<u64> = st["members"]
-        .as_array()
-        .expect("members")
-        .iter()
-        .filter_map(|m| m["id"].as_u64())
-        .collect();
-    assert_eq!(members, first, "node 4 stays out");
+    assert_eq!(member_ids(&st), first, "node 4 stays out");
+}
+
+/// The ids in a status answer's `members`.
+fn member_ids(st: &Value) -> Vec<u64> {
+    st["members"].as_array().expect("members").iter().filter_map(|m| m["id"].as_u64()).collect()
 }

@@ -204,13 +204,7 @@ impl Cluster {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
-        // SAFETY: prctl only sets a flag on the child; the node dies with the test.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        die_with_parent(&mut cmd);
         node.child = Some(cmd.spawn().expect("spawn flotilla node"));
     }
 
@@ -360,6 +354,18 @@ pub fn agreed_leader(sts: &[Option<Value>]) -> Option<(u64, u64)> {
         .iter()
         .all(|s| s["leader"].as_u64() == Some(id) && s["term"].as_u64() == Some(term));
     all_agree.then_some((id, term))
+}
+
+/// Makes a node process get SIGKILL when the test process dies, even if no `Drop` runs
+/// (a test that aborts): no node outlives its test.
+pub fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: prctl only sets a flag on the child between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
 }
 
 pub fn http() -> ureq::Agent {

@@ -11,14 +11,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use flotilla_tests::{WriteOutcome, agreed_leader, flotilla_bin};
+use flotilla_tests::{WriteOutcome, agreed_leader, die_with_parent, flotilla_bin};
 use serde_json::Value;
 
 /// Every node has a namespace of its own, so all can use the same ports.
@@ -285,14 +284,8 @@ impl Lab {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
-        // SAFETY: prctl only sets a flag on the child; `ip netns exec` execs the node in the
-        // same process, so the node dies with the test even if Drop never runs.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        // `ip netns exec` execs the node in the same process: it dies with the test too.
+        die_with_parent(&mut cmd);
         self.children.insert(id, cmd.spawn().expect("spawn ip netns exec flotilla node"));
     }
 
