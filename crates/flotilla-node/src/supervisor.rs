@@ -202,7 +202,7 @@ async fn start(
         request_timeout,
         election_max_ms,
         shared.clone(),
-        cfg.tls.as_ref().map(|t| t.client_config()),
+        cfg.tls.clone(),
     );
     Ok(NodeHandle::new(raft, shared, cfg.id, request_timeout, election_max_ms, forwarder))
 }

@@ -2,15 +2,16 @@
 //! knows the transport and the scheme) and a small pool of idle keep-alive connections.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use rustls::ClientConfig;
 use tokio::net::TcpStream;
+
+use crate::tls::TlsSettings;
 
 /// A connection's request side; its driver runs on a task of its own.
 pub(super) type Sender = SendRequest<Full<Bytes>>;
@@ -46,12 +47,12 @@ const IDLE_MAX: Duration = Duration::from_secs(2);
 const IDLE_PER_ADDR: usize = 8;
 
 /// Dials the API at `base` (a name is resolved now, at every dial) within `timeout` and
-/// starts the connection's driver. `https://` bases go through TLS with `tls` (the node's
-/// own client config: the cluster CA), and the certificate must name the HOST. An error
-/// means nothing was sent.
+/// starts the connection's driver. `https://` bases go through the node's own TLS client
+/// side (the cluster CA; the certificate must name the HOST). An error means nothing was
+/// sent.
 pub(super) async fn connect(
     base: &str,
-    tls: Option<&Arc<ClientConfig>>,
+    tls: Option<&TlsSettings>,
     timeout: Duration,
 ) -> Result<Sender, String> {
     let (https, authority) = authority(base);
@@ -61,10 +62,9 @@ pub(super) async fn connect(
         if !https {
             return start(TokioIo::new(stream)).await;
         }
-        let config = tls.ok_or("an https:// leader, but this node has no TLS settings")?;
-        let name = crate::tls::server_name(authority)?;
-        let stream = tokio_rustls::TlsConnector::from(config.clone())
-            .connect(name, stream)
+        let tls = tls.ok_or("an https:// leader, but this node has no TLS settings")?;
+        let stream = tls
+            .connect(stream, authority)
             .await
             .map_err(|e| format!("TLS with {authority}: {e}"))?;
         start(TokioIo::new(stream)).await

@@ -31,6 +31,7 @@ pub use conn::api_url;
 
 use crate::api::ClientError;
 use crate::shared::Shared;
+use crate::tls::TlsSettings;
 
 /// Names the node that forwarded a request; such a request is never forwarded again.
 pub const FORWARDED_BY_HEADER: &str = "x-flotilla-forwarded-by";
@@ -93,7 +94,7 @@ struct Inner {
     shared: Arc<Shared>,
     pool: conn::Pool,
     /// With TLS on, leaders are `https://` and dialed with the node's client config.
-    tls: Option<Arc<rustls::ClientConfig>>,
+    tls: Option<TlsSettings>,
 }
 
 /// Why an exchange with the leader failed.
@@ -111,7 +112,7 @@ impl Forwarder {
         request_timeout: Duration,
         retry_after_ms: u64,
         shared: Arc<Shared>,
-        tls: Option<Arc<rustls::ClientConfig>>,
+        tls: Option<TlsSettings>,
     ) -> Forwarder {
         let inner = Inner {
             mode,
