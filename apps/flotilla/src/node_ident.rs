@@ -1,5 +1,5 @@
 //! Who and where a node is: its id (`--id`, or `--id-from-hostname` for a StatefulSet pod)
-//! and its addresses, the ones it binds and the ones it advertises (i9-contract.md).
+//! and its addresses, the ones it binds and the ones it advertises (docs/networking.md).
 
 use anyhow::{Result, anyhow};
 use flotilla_raft::NodeAddr;
