@@ -206,9 +206,11 @@ pub fn run(cfg: NodeConfig) -> Result<()> {
         };
         let kv_state = flotilla_kv::http::KvHttpState::new(handle.clone(), reader.clone());
         let server = HttpServer::new(move || {
+            // The KV scope first: the router tries resources in order, and a node route
+            // with a `{param}` pattern costs a regex match on every request that gets there.
             App::new()
-                .configure(|c| flotilla_node::http::configure(c, routes.clone()))
                 .configure(|c| flotilla_kv::http::configure(c, kv_state.clone()))
+                .configure(|c| flotilla_node::http::configure(c, routes.clone()))
                 .default_service(web::to(flotilla_kv::http::no_route))
         })
         .workers(1)
