@@ -216,6 +216,8 @@ fn ids_from_host_names_and_address_flags_are_checked() {
         (&["--id", "2", "--listen", "0.0.0.0:1", "--join", "http://127.0.0.1:1"], None),
         (&["--id", "2", "--initial-cluster", &spec, "--advertise-peer", "elsewhere:1"], None),
         (&["--id", "2", "--initial-cluster", &spec, "--forward", "sometimes"], None),
+        (&["--id", "2", "--initial-cluster", &spec, "--http-threads", "0"], None),
+        (&["--id", "2", "--initial-cluster", &spec, "--http-threads", "65"], None),
     ];
     for (i, (args, host)) in refused.iter().enumerate() {
         let mut p = node(&[&["--data-dir", data.as_str()][..], args].concat(), *host);
@@ -223,7 +225,15 @@ fn ids_from_host_names_and_address_flags_are_checked() {
     }
     // `flotilla-1` is node 2, which bootstraps the one-node cluster it names.
     let mut p = node(
-        &["--data-dir", &data, "--id-from-hostname", "--initial-cluster", &spec],
+        &[
+            "--data-dir",
+            &data,
+            "--id-from-hostname",
+            "--initial-cluster",
+            &spec,
+            "--http-threads",
+            "3",
+        ],
         Some("flotilla-1"),
     );
     eventually(Duration::from_secs(20), "flotilla-1 leads as node 2", || {

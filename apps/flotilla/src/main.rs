@@ -56,7 +56,7 @@ fn main() {
     init_logging();
     let result = match cli.cmd {
         Some(Cmd::Node(args)) => match node_cmd::build_config(&args) {
-            Ok(cfg) => node_cmd::run(cfg),
+            Ok(cfg) => node_cmd::run(cfg, args.http_threads()),
             Err(e) => {
                 eprintln!("flotilla node: {e}");
                 std::process::exit(2);
