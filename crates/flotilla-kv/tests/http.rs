@@ -216,9 +216,17 @@ async fn key_limits_and_encoding() {
     let encoded = "%41".repeat(1024);
     assert_eq!(call(&node, put(&format!("/v1/kv/{encoded}"), "v")).await.status, 200);
     assert_eq!(node.get(&"A".repeat(1024)).as_deref(), Some(&b"v"[..]));
-    for bad in
-        ["/v1/kv/%zz", "/v1/kv/%4", "/v1/kv/%FF", "/v1/kv/%C3", "/v1/kv/", "/v1/kv", "/v1/kv/a/b"]
-    {
+    for bad in [
+        "/v1/kv/%zz",
+        "/v1/kv/%4",
+        "/v1/kv/%FF",
+        "/v1/kv/%C3",
+        "/v1/kv/",
+        "/v1/kv",
+        "/v1/kv/a/b",
+        "/v1/kv//cas",
+        "/v1/kv/a/cas/x",
+    ] {
         call(&node, put(bad, "v")).await.assert_error(400, "bad_key");
         call(&node, TestRequest::get().uri(bad)).await.assert_error(400, "bad_key");
     }
