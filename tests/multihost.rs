@@ -482,6 +482,18 @@ impl Lab {
         });
     }
 
+    /// With `cut`'s link down and `leader` serving: 20 writes and a background write are
+    /// acknowledged, `cut` really hears nothing; then the link returns and `cut` catches up
+    /// and reads back the last of the writes (keys `{tag}-0` .. `{tag}-19`).
+    fn writes_while_cut_then_catch_up(&self, cut: u64, leader: u64, tag: &str) {
+        self.write_all(tag, 20);
+        self.background_progresses(&format!("while node {cut} is cut off"));
+        self.really_cut_off(cut, leader);
+        self.restore(cut);
+        self.wait_applied(cut, leader);
+        self.reads_back(cut, &format!("{tag}-19"));
+    }
+
     /// Every acknowledged write, read back from every node once it has applied all the
     /// leader committed after the last acknowledgement.
     fn nothing_lost(&self, leader: u64) {
@@ -561,12 +573,7 @@ fn three_hosts_survive_losing_one_hosts_link() {
         if (l, t) != (leader, term) {
             lab.fail(&format!("cutting follower {follower} moved the leader to {l} in {t}"));
         }
-        lab.write_all("follower-cut", 20);
-        lab.background_progresses("while a follower is cut off");
-        lab.really_cut_off(follower, leader);
-        lab.restore(follower);
-        lab.wait_applied(follower, leader);
-        lab.reads_back(follower, "follower-cut-19");
+        lab.writes_while_cut_then_catch_up(follower, leader, "follower-cut");
 
         // The leader's host loses its link: the other two elect a new leader in a later
         // term and acknowledge writes; the old leader catches up when plugged back in.
@@ -576,12 +583,7 @@ fn three_hosts_survive_losing_one_hosts_link() {
         if new == leader || new_term <= term {
             lab.fail(&format!("no new leader after cutting {leader}: {new} in {new_term}"));
         }
-        lab.write_all("leader-cut", 20);
-        lab.background_progresses("while the old leader is cut off");
-        lab.really_cut_off(leader, new);
-        lab.restore(leader);
-        lab.wait_applied(leader, new);
-        lab.reads_back(leader, "leader-cut-19");
+        lab.writes_while_cut_then_catch_up(leader, new, "leader-cut");
         let (l, t) = lab.wait_leader(&all, Duration::from_secs(10));
         if (l, t) != (new, new_term) {
             lab.fail(&format!("the old leader's return moved the leader to {l} in {t}"));
