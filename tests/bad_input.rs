@@ -560,6 +560,11 @@ fn admin_routes_need_the_bearer_token_when_one_is_set() {
     assert_eq!(s, 200, "{v}");
     let (s, v, _) = call("DELETE", "/v1/admin/faults", Some("bearer tok-123"), None);
     assert_eq!(s, 200, "{v}");
+    // A snapshot needs something applied: on a loaded box the leader's first entry can
+    // still be on its way to the state machine right after the election.
+    eventually(Duration::from_secs(15), "the leader's first entry is applied", || {
+        c.status(leader).is_some_and(|st| st["applied_index"].as_u64() >= Some(1))
+    });
     let (s, v, _) = call("POST", "/v1/admin/snapshot", Some("Bearer tok-123"), None);
     assert_eq!(s, 200, "{v}");
     // The rest of the API needs no token.

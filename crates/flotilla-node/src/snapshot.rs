@@ -432,6 +432,14 @@ impl RaftActor {
                 Ok(Err(e)) => fatal(&format!("state machine snapshot failed: {e}")),
                 Err(e) => fatal(&format!("apply actor unreachable: {e}")),
             };
+            if view.index() == LogIndex::ZERO {
+                // Nothing applied yet (not even the leader's first entry): a snapshot would
+                // describe an empty state at index 0, which the log already starts from.
+                act.finish_snapshot(Err(ClientError::Invalid(
+                    "nothing applied yet to snapshot; retry once the first entry is applied".into(),
+                )));
+                return;
+            }
             let meta = match act.core.snapshot_meta_for(view.index()) {
                 Ok(m) => m,
                 Err(e) => {
