@@ -76,6 +76,9 @@ fn fetch_members(url: &str, tls: Option<&TlsSettings>) -> Result<Vec<(NodeId, St
     let mut conn = None;
     for addr in host.to_socket_addrs().map_err(|e| e.to_string())? {
         match TcpStream::connect_timeout(&addr, FETCH_TIMEOUT) {
+            Ok(s) if crate::transport::refuse_self(&s).is_err() => {
+                last = format!("{addr}: nothing listens there (the dial reached itself)");
+            }
             Ok(s) => {
                 conn = Some(s);
                 break;

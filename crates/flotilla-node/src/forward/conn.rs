@@ -9,7 +9,6 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
 use crate::tls::TlsSettings;
 
@@ -57,7 +56,7 @@ pub(super) async fn connect(
 ) -> Result<Sender, String> {
     let (https, authority) = authority(base);
     let dial = async {
-        let stream = TcpStream::connect(authority).await.map_err(|e| e.to_string())?;
+        let stream = crate::transport::dial(authority).await.map_err(|e| e.to_string())?;
         let _ = stream.set_nodelay(true);
         if !https {
             return start(TokioIo::new(stream)).await;

@@ -16,7 +16,6 @@ use flotilla_raft::NodeId;
 use flotilla_wire::handshake::{HandshakeConfig, client_handshake};
 use flotilla_wire::{WireCodec, WireMessage};
 use futures_util::SinkExt;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedWrite;
 
@@ -99,7 +98,7 @@ async fn run_connection(
     shared: &Shared,
     mut rx: mpsc::Receiver<WireMessage>,
 ) -> bool {
-    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, super::dial(addr)).await {
         Ok(Ok(s)) => s,
         _ => return false,
     };
