@@ -9,7 +9,8 @@ use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -36,11 +37,47 @@ pub fn flotilla_bin() -> PathBuf {
     bin
 }
 
-/// Ports that were free a moment ago (bound to port 0 and released).
+/// `n` distinct ports on 127.0.0.1 that were free a moment ago, none of them in the
+/// kernel's ephemeral range. A port from the ephemeral range (what binding port 0 gives)
+/// can be taken, between the test releasing it and the node binding it, as the source port
+/// of any outgoing connection, including a peer's dial to that very port, which TCP then
+/// connects to itself; CI once lost a node to exactly that ("Address already in use").
+/// Ports below the range are only ever taken by an explicit bind. Each process walks the
+/// range from its own pid-derived start, so parallel tests and test binaries do not meet.
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> =
-        (0..n).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind port 0")).collect();
-    listeners.iter().map(|l| l.local_addr().expect("addr").port()).collect()
+    static NEXT: OnceLock<AtomicU32> = OnceLock::new();
+    let (lo, hi) = fixed_port_range();
+    let span = u32::from(hi - lo);
+    let next = NEXT.get_or_init(|| AtomicU32::new(std::process::id().wrapping_mul(7919)));
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..span {
+        if held.len() == n {
+            break;
+        }
+        let port = lo + (next.fetch_add(1, Ordering::Relaxed) % span) as u16;
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            held.push(l);
+        }
+    }
+    assert_eq!(held.len(), n, "no {n} free ports in {lo}..{hi}");
+    held.iter().map(|l| l.local_addr().expect("addr").port()).collect()
+}
+
+/// Unprivileged ports outside `net.ipv4.ip_local_port_range` (32768..=60999 by default):
+/// below it when there is room, else above it.
+fn fixed_port_range() -> (u16, u16) {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|x| x.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32768, 60999));
+    match range {
+        (lo, _) if lo >= 12000 => (10000, lo),
+        (_, hi) if hi <= 55000 => (hi + 1, 65535),
+        r => panic!("ip_local_port_range {r:?} leaves no room for fixed test ports"),
+    }
 }
 
 /// CA certificates the helpers' HTTP clients trust for `https://` (this test process).

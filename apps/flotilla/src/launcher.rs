@@ -3,9 +3,12 @@
 //! (`PR_SET_PDEATHSIG`), so a launcher that crashes leaves no orphans.
 
 use std::collections::BTreeMap;
+use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{Context, Result};
 use nix::sys::signal::{Signal, kill};
@@ -31,6 +34,46 @@ pub fn local_specs(nodes: u64, dir: &Path, base_port: u16) -> Vec<NodeSpec> {
             data_dir: dir.join(format!("node-{id}")),
         })
         .collect()
+}
+
+/// `n` distinct ports on 127.0.0.1 that were free a moment ago, outside the kernel's
+/// ephemeral range (`net.ipv4.ip_local_port_range`). A port got by binding port 0 lies in
+/// that range, so between its release and the node's bind any outgoing connection may
+/// take it as its source port (even a peer's dial to that very port, which TCP connects to
+/// itself). Each process walks the range from its own pid-derived start.
+pub fn free_fixed_ports(n: usize) -> Result<Vec<u16>> {
+    static NEXT: OnceLock<AtomicU32> = OnceLock::new();
+    let (lo, hi) = fixed_port_range()?;
+    let span = u32::from(hi - lo);
+    let next = NEXT.get_or_init(|| AtomicU32::new(std::process::id().wrapping_mul(7919)));
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..span {
+        if held.len() == n {
+            break;
+        }
+        let port = lo + (next.fetch_add(1, Ordering::Relaxed) % span) as u16;
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            held.push(l);
+        }
+    }
+    anyhow::ensure!(held.len() == n, "no {n} free ports in {lo}..{hi}");
+    Ok(held.iter().map(|l| l.local_addr().map(|a| a.port())).collect::<std::io::Result<_>>()?)
+}
+
+/// Unprivileged ports below the ephemeral range when there is room, else above it.
+fn fixed_port_range() -> Result<(u16, u16)> {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|x| x.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32768, 60999));
+    match range {
+        (lo, _) if lo >= 12000 => Ok((10000, lo)),
+        (_, hi) if hi <= 55000 => Ok((hi + 1, 65535)),
+        r => anyhow::bail!("ip_local_port_range {r:?} leaves no room for fixed local ports"),
+    }
 }
 
 pub fn initial_cluster(specs: &[NodeSpec]) -> String {

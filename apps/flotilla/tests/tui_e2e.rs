@@ -25,7 +25,9 @@ fn free_base_port() -> u16 {
     let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let start = 20_000 + (std::process::id() % 2_000) as u16 * 10 + call * 4_001;
     (0..400)
-        .map(|i| start.wrapping_add(i * 17) % 50_000 + 10_000)
+        // 10000..=32004: below the kernel's ephemeral range (32768 up), so no outgoing
+        // connection can take a port between this check and the node's bind.
+        .map(|i| start.wrapping_add(i * 17) % 21_000 + 10_000)
         .find(|b| {
             (1..=4u16).all(|id| {
                 std::net::TcpListener::bind(("127.0.0.1", b + id)).is_ok()

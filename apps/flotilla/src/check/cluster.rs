@@ -4,7 +4,6 @@
 //! the admin bearer token the nodes were started with.
 
 use std::collections::BTreeSet;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -13,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::client::{Member, Members};
 use super::schedule::{Fault, FaultKind};
-use crate::launcher::{Launcher, NodeSpec};
+use crate::launcher::{Launcher, NodeSpec, free_fixed_ports};
 
 /// How to undo a fault that lasts.
 #[derive(Debug)]
@@ -49,13 +48,6 @@ pub struct ClusterCtl {
     pub shared: Members,
 }
 
-/// Ports that were free a moment ago.
-fn free_ports(n: usize) -> Result<Vec<u16>> {
-    let ls: Vec<TcpListener> =
-        (0..n).map(|_| TcpListener::bind("127.0.0.1:0")).collect::<std::io::Result<_>>()?;
-    Ok(ls.iter().map(|l| l.local_addr().map(|a| a.port())).collect::<std::io::Result<_>>()?)
-}
-
 fn spec(dir: &Path, id: u64, ports: &[u16]) -> NodeSpec {
     NodeSpec {
         id,
@@ -74,7 +66,7 @@ impl ClusterCtl {
         token: &str,
         node_args: Vec<String>,
     ) -> Result<ClusterCtl> {
-        let ports = free_ports(2 * nodes as usize)?;
+        let ports = free_fixed_ports(2 * nodes as usize)?;
         let specs: Vec<NodeSpec> =
             (1..=nodes).map(|id| spec(dir, id, &ports[2 * (id as usize - 1)..])).collect();
         let mut launcher = Launcher::new(exe, specs, node_args);
@@ -378,7 +370,7 @@ impl ClusterCtl {
         let leader = self.leader().ok_or_else(|| anyhow!("no leader for a membership change"))?;
         let new = self.next_id;
         self.next_id += 1;
-        let s = spec(&self.dir, new, &free_ports(2)?);
+        let s = spec(&self.dir, new, &free_fixed_ports(2)?);
         self.launcher.add_spec(s);
         self.joined.insert(new);
         let via = self.url(leader);
