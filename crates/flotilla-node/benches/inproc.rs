@@ -6,75 +6,23 @@
 //!
 //! ```sh
 //! CARGO_TARGET_DIR=/work/target-bench cargo bench -p flotilla-node --bench inproc -- \
-//!     --clients 256 --secs 10 [--one-thread] [--nodes 3] [--value-size 128]
+//!     --clients 256 --secs 10 [--one-thread] [--node-thread-io] [--nodes 3] [--value-size 128]
 //! ```
+//!
+//! `--node-thread-io` runs each node's log and apply actors on the node's own thread
+//! (`Placement::NodeThread`) instead of a thread each: with a log that never blocks there
+//! is nothing to keep off the raft actor's thread, and three threads per node become one.
 //!
 //! Like openraft's own benchmark, this is not a real-world number: it shows how much the
 //! core and the runtime can carry before disks, sockets and HTTP are added.
 
-use std::io::{Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use flotilla_log::MemLogStore;
-use flotilla_node::inproc::local_net;
-use flotilla_node::{
-    ClientApi, NodeConfig, NodeHandle, SmError, SnapshotSource, StateMachine, start_node_in_process,
-};
-use flotilla_raft::{Entry, EntryPayload, LogIndex, NodeAddr, NodeId, SnapshotMeta};
-
-/// Counts applied commands; its snapshot is the count.
-struct Counter {
-    applied: LogIndex,
-    commands: u64,
-}
-
-struct CounterView(LogIndex, u64);
-
-impl SnapshotSource for CounterView {
-    fn index(&self) -> LogIndex {
-        self.0
-    }
-    fn write_to(&mut self, out: &mut dyn Write) -> Result<(), SmError> {
-        out.write_all(&self.1.to_be_bytes()).map_err(|e| SmError(e.to_string()))
-    }
-}
-
-impl StateMachine for Counter {
-    fn applied_index(&self) -> LogIndex {
-        self.applied
-    }
-    fn apply(&mut self, entries: &[Entry]) -> Result<Vec<Option<Bytes>>, SmError> {
-        let mut out = Vec::with_capacity(entries.len());
-        for e in entries {
-            if e.index <= self.applied {
-                out.push(None);
-                continue;
-            }
-            self.applied = e.index;
-            match e.payload {
-                EntryPayload::Command(_) => {
-                    self.commands += 1;
-                    out.push(Some(Bytes::new()));
-                }
-                _ => out.push(None),
-            }
-        }
-        Ok(out)
-    }
-    fn snapshot(&mut self) -> Result<Box<dyn SnapshotSource>, SmError> {
-        Ok(Box::new(CounterView(self.applied, self.commands)))
-    }
-    fn restore(&mut self, meta: &SnapshotMeta, r: &mut dyn Read) -> Result<(), SmError> {
-        let mut b = [0u8; 8];
-        r.read_exact(&mut b).map_err(|e| SmError(e.to_string()))?;
-        self.commands = u64::from_be_bytes(b);
-        self.applied = meta.last_index;
-        Ok(())
-    }
-}
+use flotilla_node::inproc::start_local_cluster;
+use flotilla_node::{ClientApi, Placement};
 
 struct Opts {
     nodes: u64,
@@ -85,6 +33,9 @@ struct Opts {
     /// Each node's actors on their own thread (an actix `Arbiter`), as each node has its own
     /// process in a real cluster; `--one-thread` puts all of them on the proposers' thread.
     thread_per_node: bool,
+    /// Where each node's log and apply actors run (`--node-thread-io`: beside its raft
+    /// actor; default: a thread each, as in a real node).
+    placement: Placement,
 }
 
 fn opts() -> Opts {
@@ -95,6 +46,7 @@ fn opts() -> Opts {
         warmup: 2.0,
         value_size: 128,
         thread_per_node: true,
+        placement: Placement::OwnThreads,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -108,6 +60,11 @@ fn opts() -> Opts {
             "--value-size" => o.value_size = v.parse().expect("--value-size B"),
             "--one-thread" => {
                 o.thread_per_node = false;
+                i += 1;
+                continue;
+            }
+            "--node-thread-io" => {
+                o.placement = Placement::NodeThread;
                 i += 1;
                 continue;
             }
@@ -131,68 +88,8 @@ fn main() {
 }
 
 async fn run(o: &Opts, dir: &std::path::Path) {
-    let net = local_net();
-    let cluster: Vec<(NodeId, NodeAddr)> = (1..=o.nodes)
-        .map(|i| {
-            let a = format!("inproc:{i}");
-            (NodeId(i), NodeAddr { raft_addr: a.clone(), api_addr: a })
-        })
-        .collect();
-    let mut handles: Vec<NodeHandle> = Vec::new();
-    for i in 1..=o.nodes {
-        let cfg = NodeConfig {
-            id: NodeId(i),
-            data_dir: dir.join(format!("node-{i}")),
-            listen: format!("inproc:{i}"),
-            api: format!("inproc:{i}"),
-            advertise_peer: format!("inproc:{i}"),
-            advertise_api: format!("inproc:{i}"),
-            forward: flotilla_node::ForwardMode::Never,
-            initial_cluster: cluster.clone(),
-            join: None,
-            cluster_id: "inproc".into(),
-            cluster_secret: None,
-            election_timeout_ms: (150, 300),
-            heartbeat_ms: 50,
-            tick_ms: 10,
-            enable_fault_injection: false,
-            admin_token: None,
-            snapshot_entries: 200_000,
-            request_timeout: Duration::from_secs(10),
-            tls: None,
-        };
-        let net = net.clone();
-        let start = async move {
-            let sm = Counter { applied: LogIndex::ZERO, commands: 0 };
-            start_node_in_process(cfg, Box::new(MemLogStore::new()), Box::new(sm), net)
-                .await
-                .expect("start node")
-        };
-        let h = if o.thread_per_node {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            let arbiter = actix::Arbiter::new();
-            arbiter.spawn(async move {
-                let _ = tx.send(start.await);
-            });
-            std::mem::forget(arbiter); // runs until the process exits
-            rx.await.expect("node started")
-        } else {
-            start.await
-        };
-        handles.push(h);
-    }
-    let leader = loop {
-        let mut found = None;
-        for h in &handles {
-            if h.status().await["role"] == "leader" {
-                found = Some(h.clone());
-            }
-        }
-        if let Some(l) = found {
-            break l;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let cluster = start_local_cluster(o.nodes, dir, o.thread_per_node, o.placement).await;
+    let leader = cluster.leader(Duration::from_secs(30)).await.expect("a leader within 30 s");
     // Let the leader commit its no-op.
     tokio::time::sleep(Duration::from_millis(200)).await;
 
@@ -254,6 +151,7 @@ async fn run(o: &Opts, dir: &std::path::Path) {
     let line = serde_json::json!({
         "bench": "inproc", "nodes": o.nodes, "clients": o.clients, "secs": elapsed,
         "value_size": o.value_size, "writes": n, "thread_per_node": o.thread_per_node,
+        "io_on_node_thread": o.placement == Placement::NodeThread,
         "writes_per_s": (n as f64 / elapsed).round(),
         "p50_ms": pct(0.5), "p99_ms": pct(0.99), "max_ms": lat.last().map_or(0.0, |v| *v as f64 / 1000.0),
         "errors": errors.load(Ordering::Relaxed),

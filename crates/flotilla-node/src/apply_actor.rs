@@ -3,28 +3,74 @@
 
 use std::fs::File;
 use std::io::BufReader;
+use std::marker::PhantomData;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use actix::dev::ToEnvelope;
 use actix::prelude::*;
 use flotilla_raft::{Entry, LogIndex, SnapshotMeta};
 
 use crate::api::{SmError, SnapshotSource, StateMachine};
+use crate::log_actor::{NodeThread, OwnThread, Placement};
 use crate::shared::Shared;
 
-pub struct ApplyActor {
-    pub sm: Arc<Mutex<Box<dyn StateMachine>>>,
+pub type SharedMachine = Arc<Mutex<Box<dyn StateMachine>>>;
+
+pub struct ApplyActor<P = OwnThread> {
+    pub sm: SharedMachine,
     pub shared: Arc<Shared>,
+    pub placed: PhantomData<P>,
 }
 
-impl ApplyActor {
+/// The raft actor's way to its apply actor, wherever that runs ([`Placement`]).
+#[derive(Clone)]
+pub struct ApplyPort {
+    pub batch: Recipient<ApplyBatch>,
+    pub view: Recipient<TakeView>,
+    pub restore: Recipient<Restore>,
+}
+
+impl ApplyPort {
+    /// Starts the apply actor over `sm` where `placement` says.
+    pub fn start(sm: SharedMachine, shared: Arc<Shared>, placement: Placement) -> ApplyPort {
+        match placement {
+            Placement::OwnThreads => ApplyPort::of(SyncArbiter::start(1, move || ApplyActor {
+                sm: sm.clone(),
+                shared: shared.clone(),
+                placed: PhantomData::<OwnThread>,
+            })),
+            Placement::NodeThread => {
+                ApplyPort::of(ApplyActor { sm, shared, placed: PhantomData::<NodeThread> }.start())
+            }
+        }
+    }
+
+    fn of<A>(addr: Addr<A>) -> ApplyPort
+    where
+        A: Handler<ApplyBatch> + Handler<TakeView> + Handler<Restore>,
+        A::Context: ToEnvelope<A, ApplyBatch> + ToEnvelope<A, TakeView> + ToEnvelope<A, Restore>,
+    {
+        ApplyPort {
+            batch: addr.clone().recipient(),
+            view: addr.clone().recipient(),
+            restore: addr.recipient(),
+        }
+    }
+}
+
+impl<P> ApplyActor<P> {
     fn sm(&self) -> MutexGuard<'_, Box<dyn StateMachine>> {
         self.sm.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-impl Actor for ApplyActor {
+impl Actor for ApplyActor<OwnThread> {
     type Context = SyncContext<Self>;
+}
+
+impl Actor for ApplyActor<NodeThread> {
+    type Context = Context<Self>;
 }
 
 #[derive(Message)]
@@ -44,9 +90,12 @@ pub struct Restore {
     pub path: PathBuf,
 }
 
-impl Handler<ApplyBatch> for ApplyActor {
+impl<P> Handler<ApplyBatch> for ApplyActor<P>
+where
+    Self: Actor,
+{
     type Result = Result<(), SmError>;
-    fn handle(&mut self, b: ApplyBatch, _: &mut SyncContext<Self>) -> Self::Result {
+    fn handle(&mut self, b: ApplyBatch, _: &mut <Self as Actor>::Context) -> Self::Result {
         let responses = match self.sm().apply(&b.0) {
             Ok(r) => r,
             // What was applied can no longer be trusted to be what is durable: stop.
@@ -57,16 +106,22 @@ impl Handler<ApplyBatch> for ApplyActor {
     }
 }
 
-impl Handler<TakeView> for ApplyActor {
+impl<P> Handler<TakeView> for ApplyActor<P>
+where
+    Self: Actor,
+{
     type Result = Result<Box<dyn SnapshotSource>, SmError>;
-    fn handle(&mut self, _: TakeView, _: &mut SyncContext<Self>) -> Self::Result {
+    fn handle(&mut self, _: TakeView, _: &mut <Self as Actor>::Context) -> Self::Result {
         self.sm().snapshot()
     }
 }
 
-impl Handler<Restore> for ApplyActor {
+impl<P> Handler<Restore> for ApplyActor<P>
+where
+    Self: Actor,
+{
     type Result = Result<LogIndex, SmError>;
-    fn handle(&mut self, r: Restore, _: &mut SyncContext<Self>) -> Self::Result {
+    fn handle(&mut self, r: Restore, _: &mut <Self as Actor>::Context) -> Self::Result {
         let file = File::open(&r.path).map_err(|e| SmError(format!("open {:?}: {e}", r.path)))?;
         let mut reader = BufReader::new(file);
         self.sm().restore(&r.meta, &mut reader)?;

@@ -46,5 +46,6 @@ pub use config::NodeConfig;
 pub use faults::FaultSpec;
 pub use forward::{ForwardMode, Forwarder};
 pub use handle::{AdminError, NodeHandle};
+pub use log_actor::Placement;
 pub use supervisor::{StartError, start_node, start_node_in_process};
 pub use tls::TlsSettings;

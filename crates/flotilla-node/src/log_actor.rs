@@ -1,23 +1,91 @@
 //! `LogActor`: the durable log on its own thread (`SyncArbiter`, one thread keeps order).
 //! The raft actor hands it one write at a time; everything that piled up meanwhile goes
 //! into the next one, so a burst of proposals costs one fsync (group commit).
+//!
+//! A log that never blocks (the in-memory `MemLogStore` of the in-process benchmark) can
+//! run on the node's own thread instead ([`Placement::NodeThread`]): the same actor and
+//! the same messages, minus a thread hand-off per write.
 
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
+use actix::dev::ToEnvelope;
 use actix::prelude::*;
 use flotilla_log::{LogError, LogStore};
 use flotilla_raft::{Entry, HardState, LogIndex, SnapshotMeta, Term};
 
 pub type SharedStore = Arc<Mutex<Box<dyn LogStore>>>;
 
-pub struct LogActor {
-    pub store: SharedStore,
+/// Where a node's log and apply actors run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Placement {
+    /// Each on a thread of its own (`SyncArbiter`): blocking disk work (fsync, fjall)
+    /// never stalls the raft actor. What every real node uses.
+    #[default]
+    OwnThreads,
+    /// On the node's thread, beside the raft actor (an actix `Context`): only for a log
+    /// and a state machine that never block, as in the in-process benchmark.
+    NodeThread,
 }
 
-impl Actor for LogActor {
+/// Marks an actor that runs on a thread of its own (`SyncContext`).
+pub struct OwnThread;
+/// Marks an actor that runs on the node's thread (`Context`).
+pub struct NodeThread;
+
+pub struct LogActor<P = OwnThread> {
+    pub store: SharedStore,
+    pub placed: PhantomData<P>,
+}
+
+impl Actor for LogActor<OwnThread> {
     type Context = SyncContext<Self>;
+}
+
+impl Actor for LogActor<NodeThread> {
+    type Context = Context<Self>;
+}
+
+/// The raft actor's way to its log actor, wherever that runs.
+#[derive(Clone)]
+pub struct LogPort {
+    pub write: Recipient<Write>,
+    pub purge: Recipient<Purge>,
+    pub save_meta: Recipient<SaveSnapshotMeta>,
+    pub reset: Recipient<ResetToSnapshot>,
+}
+
+impl LogPort {
+    /// Starts the log actor over `store` where `placement` says.
+    pub fn start(store: SharedStore, placement: Placement) -> LogPort {
+        match placement {
+            Placement::OwnThreads => LogPort::of(SyncArbiter::start(1, move || LogActor {
+                store: store.clone(),
+                placed: PhantomData::<OwnThread>,
+            })),
+            Placement::NodeThread => {
+                LogPort::of(LogActor { store, placed: PhantomData::<NodeThread> }.start())
+            }
+        }
+    }
+
+    fn of<A>(addr: Addr<A>) -> LogPort
+    where
+        A: Handler<Write> + Handler<Purge> + Handler<SaveSnapshotMeta> + Handler<ResetToSnapshot>,
+        A::Context: ToEnvelope<A, Write>
+            + ToEnvelope<A, Purge>
+            + ToEnvelope<A, SaveSnapshotMeta>
+            + ToEnvelope<A, ResetToSnapshot>,
+    {
+        LogPort {
+            write: addr.clone().recipient(),
+            purge: addr.clone().recipient(),
+            save_meta: addr.clone().recipient(),
+            reset: addr.recipient(),
+        }
+    }
 }
 
 /// One group commit: the latest hard state and the entries (truncating from the first).
@@ -45,7 +113,7 @@ pub struct SaveSnapshotMeta(pub SnapshotMeta);
 #[rtype(result = "Result<(), LogError>")]
 pub struct ResetToSnapshot(pub SnapshotMeta);
 
-impl LogActor {
+impl<P> LogActor<P> {
     fn store(&self) -> std::sync::MutexGuard<'_, Box<dyn LogStore>> {
         self.store.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -73,9 +141,12 @@ fn injected_write_failure() -> Option<LogError> {
     })
 }
 
-impl Handler<Write> for LogActor {
+impl<P> Handler<Write> for LogActor<P>
+where
+    Self: Actor,
+{
     type Result = Result<WriteDone, LogError>;
-    fn handle(&mut self, w: Write, _: &mut SyncContext<Self>) -> Self::Result {
+    fn handle(&mut self, w: Write, _: &mut <Self as Actor>::Context) -> Self::Result {
         if let Some(e) = injected_write_failure() {
             return Err(e);
         }
@@ -86,23 +157,32 @@ impl Handler<Write> for LogActor {
     }
 }
 
-impl Handler<Purge> for LogActor {
+impl<P> Handler<Purge> for LogActor<P>
+where
+    Self: Actor,
+{
     type Result = Result<(), LogError>;
-    fn handle(&mut self, p: Purge, _: &mut SyncContext<Self>) -> Self::Result {
+    fn handle(&mut self, p: Purge, _: &mut <Self as Actor>::Context) -> Self::Result {
         self.store().purge(p.0)
     }
 }
 
-impl Handler<SaveSnapshotMeta> for LogActor {
+impl<P> Handler<SaveSnapshotMeta> for LogActor<P>
+where
+    Self: Actor,
+{
     type Result = Result<(), LogError>;
-    fn handle(&mut self, m: SaveSnapshotMeta, _: &mut SyncContext<Self>) -> Self::Result {
+    fn handle(&mut self, m: SaveSnapshotMeta, _: &mut <Self as Actor>::Context) -> Self::Result {
         self.store().save_snapshot_meta(&m.0)
     }
 }
 
-impl Handler<ResetToSnapshot> for LogActor {
+impl<P> Handler<ResetToSnapshot> for LogActor<P>
+where
+    Self: Actor,
+{
     type Result = Result<(), LogError>;
-    fn handle(&mut self, m: ResetToSnapshot, _: &mut SyncContext<Self>) -> Self::Result {
+    fn handle(&mut self, m: ResetToSnapshot, _: &mut <Self as Actor>::Context) -> Self::Result {
         self.store().reset_to_snapshot(&m.0)
     }
 }

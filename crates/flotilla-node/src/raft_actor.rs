@@ -28,9 +28,9 @@ use serde_json::{Map, Value, json};
 use tokio::sync::oneshot;
 
 use crate::api::ClientError;
-use crate::apply_actor::{ApplyActor, ApplyBatch};
+use crate::apply_actor::{ApplyBatch, ApplyPort};
 use crate::config::NodeConfig;
-use crate::log_actor::{LogActor, Purge, Write};
+use crate::log_actor::{LogPort, Purge, Write};
 use crate::shared::{ProposalTx, ReadTx, Shared};
 use crate::snapshot::SnapshotState;
 use crate::transport::peer_link::{Outbound, PeerLink, Shutdown};
@@ -42,8 +42,8 @@ pub struct RaftActor {
     pub(crate) core: RaftCore,
     pub(crate) cfg: NodeConfig,
     pub(crate) shared: Arc<Shared>,
-    pub(crate) log: Addr<LogActor>,
-    pub(crate) apply: Addr<ApplyActor>,
+    pub(crate) log: LogPort,
+    pub(crate) apply: ApplyPort,
     pub(crate) handshake: Arc<HandshakeConfig>,
     pub(crate) peers: BTreeMap<NodeId, (String, Addr<PeerLink>)>,
     pub(crate) known_members: Arc<std::sync::RwLock<std::collections::BTreeSet<NodeId>>>,
@@ -79,8 +79,8 @@ impl RaftActor {
         core: RaftCore,
         cfg: NodeConfig,
         shared: Arc<Shared>,
-        log: Addr<LogActor>,
-        apply: Addr<ApplyActor>,
+        log: LogPort,
+        apply: ApplyPort,
         handshake: Arc<HandshakeConfig>,
         known_members: Arc<std::sync::RwLock<std::collections::BTreeSet<NodeId>>>,
         snapshot_dir: PathBuf,
@@ -139,10 +139,10 @@ impl RaftActor {
                     }
                 }
                 Command::SendNow(m) => self.send_raft(m),
-                Command::Apply { entries } => self.apply.do_send(ApplyBatch(entries)),
+                Command::Apply { entries } => self.apply.batch.do_send(ApplyBatch(entries)),
                 Command::SendSnapshot { to, meta } => self.start_snapshot_send(to, meta, ctx),
                 Command::InstallSnapshot { meta } => self.install_snapshot(meta, ctx),
-                Command::PurgeLog { upto } => self.log.do_send(Purge(upto)),
+                Command::PurgeLog { upto } => self.log.purge.do_send(Purge(upto)),
                 Command::ReadReady { id, index } => {
                     if let Some(tx) = self.reads.remove(&id) {
                         self.shared.metrics.reads.fetch_add(1, Ordering::Relaxed);
@@ -221,7 +221,7 @@ impl RaftActor {
         let barrier = self.queued_barrier;
         let n = w.entries.len() as u64;
         self.write_in_flight = true;
-        let fut = self.log.send(w);
+        let fut = self.log.write.send(w);
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             act.write_in_flight = false;
             match res {

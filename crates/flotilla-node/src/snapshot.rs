@@ -425,7 +425,7 @@ impl RaftActor {
         }
         self.snapshots.building = true;
         let started = Instant::now();
-        let fut = self.apply.send(TakeView);
+        let fut = self.apply.view.send(TakeView);
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             let view = match res {
                 Ok(Ok(v)) => v,
@@ -493,7 +493,7 @@ impl RaftActor {
             return;
         }
         let meta = file.meta.clone();
-        let fut = self.log.send(SaveSnapshotMeta(meta.clone()));
+        let fut = self.log.save_meta.send(SaveSnapshotMeta(meta.clone()));
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             if !matches!(res, Ok(Ok(()))) {
                 fatal("saving snapshot metadata failed");
@@ -807,12 +807,12 @@ impl RaftActor {
         let mut d = serde_json::Map::new();
         d.insert("snapshot_index".into(), json!(meta.last_index.0));
         self.shared.emit("snapshot_install_started", d);
-        let fut = self.apply.send(Restore { meta: meta.clone(), path: file.path.clone() });
+        let fut = self.apply.restore.send(Restore { meta: meta.clone(), path: file.path.clone() });
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             if !matches!(res, Ok(Ok(_))) {
                 fatal(&format!("restoring the state machine from {:?} failed", file.path));
             }
-            let fut = act.log.send(ResetToSnapshot(meta.clone()));
+            let fut = act.log.reset.send(ResetToSnapshot(meta.clone()));
             ctx.spawn(fut.into_actor(act).map(move |res, act, ctx| {
                 if !matches!(res, Ok(Ok(()))) {
                     fatal("resetting the log to the snapshot failed");

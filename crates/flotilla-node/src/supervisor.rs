@@ -15,13 +15,13 @@ use flotilla_wire::handshake::HandshakeConfig;
 use thiserror::Error;
 
 use crate::api::StateMachine;
-use crate::apply_actor::ApplyActor;
+use crate::apply_actor::ApplyPort;
 use crate::config::NodeConfig;
 use crate::election_actor::ElectionActor;
 use crate::forward::Forwarder;
 use crate::handle::NodeHandle;
 use crate::inproc::LocalNet;
-use crate::log_actor::LogActor;
+use crate::log_actor::{LogPort, Placement};
 use crate::raft_actor::RaftActor;
 use crate::shared::Shared;
 use crate::snapshot::{
@@ -50,19 +50,22 @@ pub async fn start_node(
     store: Box<dyn LogStore>,
     sm: Box<dyn StateMachine>,
 ) -> Result<NodeHandle, StartError> {
-    start(cfg, store, sm, None).await
+    start(cfg, store, sm, None, Placement::OwnThreads).await
 }
 
 /// Starts a node whose raft messages travel through `net` to the other nodes started on it
 /// in this process, instead of TCP (`cfg.listen` is not bound). For the in-process
-/// benchmark.
+/// benchmark. `placement` says where its log and apply actors run: on threads of their
+/// own as in a real node, or (for a log and state machine that never block) on the thread
+/// that calls this, beside the raft actor.
 pub async fn start_node_in_process(
     cfg: NodeConfig,
     store: Box<dyn LogStore>,
     sm: Box<dyn StateMachine>,
     net: LocalNet,
+    placement: Placement,
 ) -> Result<NodeHandle, StartError> {
-    start(cfg, store, sm, Some(net)).await
+    start(cfg, store, sm, Some(net), placement).await
 }
 
 async fn start(
@@ -70,6 +73,7 @@ async fn start(
     mut store: Box<dyn LogStore>,
     sm: Box<dyn StateMachine>,
     net: Option<LocalNet>,
+    placement: Placement,
 ) -> Result<NodeHandle, StartError> {
     let bootstrap = recover_bootstrap(&cfg, store.as_mut())?;
     let snapshot_dir = cfg.data_dir.join("snapshots");
@@ -133,11 +137,8 @@ async fn start(
     shared.set_term(core.term());
 
     let store = Arc::new(Mutex::new(store));
-    let log = SyncArbiter::start(1, move || LogActor { store: store.clone() });
-    let sm = Arc::new(Mutex::new(sm));
-    let apply_shared = shared.clone();
-    let apply =
-        SyncArbiter::start(1, move || ApplyActor { sm: sm.clone(), shared: apply_shared.clone() });
+    let log = LogPort::start(store, placement);
+    let apply = ApplyPort::start(Arc::new(Mutex::new(sm)), shared.clone(), placement);
     let writer = SyncArbiter::start(1, || SnapshotActor);
     let snapshot_io = SyncArbiter::start(1, || SnapshotActor);
 
