@@ -85,9 +85,14 @@ echo "== failover ($FAILOVER_RUNS runs each)" >&2
   | sed 's/^{/{"kind":"failover","config":"etcd-tuned",/' >> "$RAW"
 
 echo "== in-process ceiling" >&2
+# Three layouts: as in a real cluster (a thread per node, log and apply threads of their
+# own), the log and apply actors on each node's thread, and everything on one thread.
 for r in $(seq "$REPS"); do
-  cargo bench -q -p flotilla-node --bench inproc -- --clients 256 --secs "$DUR" \
-    | grep '^{' >> "$RAW"
+  for layout in "" "--node-thread-io" "--one-thread --node-thread-io"; do
+    # shellcheck disable=SC2086 # $layout is a list of flags
+    cargo bench -q -p flotilla-node --bench inproc -- --clients 256 --secs "$DUR" $layout \
+      | grep '^{' >> "$RAW"
+  done
 done
 machine end >> "$RAW"
 
