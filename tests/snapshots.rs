@@ -1,7 +1,8 @@
 //! Snapshots, log compaction and InstallSnapshot in clusters of real processes (Raft §7):
 //! a follower that missed tens of thousands of entries catches up by snapshot, a transfer
-//! cut in the middle resumes, and kill -9 in the middle of a build or an install leaves a
-//! node that restarts cleanly.
+//! cut in the middle resumes, kill -9 in the middle of a build or an install leaves a
+//! node that restarts cleanly, and a snapshot the state machine refuses leaves the node
+//! running.
 //!
 //! State is compared whole: `POST /v1/admin/snapshot` answers the CRC32C of a snapshot of
 //! the node's state machine, and snapshots of equal states at the same index are equal
@@ -306,6 +307,67 @@ fn kill9_during_a_snapshot_build_and_during_an_install_restarts_cleanly() {
     assert!(killed_mid_install, "the kill came after the install finished");
     let log = c.log_of(f);
     assert!(!log.contains("fatal"), "the node restarted cleanly:\n{log}");
+}
+
+/// A follower whose state machine refuses a received snapshot (the stream passed its
+/// checksum; the test hook makes the restore fail) keeps its old state and keeps running
+/// as a follower that is behind, instead of stopping, and catches up once it can restore.
+#[test]
+fn a_snapshot_the_follower_cannot_restore_leaves_it_running_until_it_can() {
+    let _heavy = HEAVY.lock().unwrap_or_else(|p| p.into_inner());
+    let mut c = Cluster::start(3, &args(&["--snapshot-entries", "10"]));
+    let all = c.ids();
+    let leader = leader_of(&c, &all);
+    let f = *all.iter().find(|id| **id != leader).unwrap();
+    let live: Vec<u64> = all.iter().copied().filter(|id| *id != f).collect();
+    let mut written = write_big(&c, &all, "before", 5, 256);
+    wait_applied(
+        &c,
+        f,
+        c.status(leader).unwrap()["commit_index"].as_u64().unwrap(),
+        Duration::from_secs(30),
+    );
+    let behind = c.status(f).unwrap()["last_log_index"].as_u64().unwrap();
+    c.kill9(f);
+    // Compact the leader's log past what the follower holds: it can only catch up by
+    // snapshot.
+    written.extend(write_big(&c, &live, "after", 40, 256));
+    eventually(Duration::from_secs(60), "the leader compacts past the follower's log", || {
+        let leader = leader_of(&c, &live);
+        c.status(leader)
+            .and_then(|s| s["first_log_index"].as_u64())
+            .is_some_and(|first| first > behind + 1)
+    });
+
+    c.env.insert(f, vec![("FLOTILLA_TEST_FAIL_SNAPSHOT_RESTORE".into(), "1".into())]);
+    c.spawn(f);
+    eventually(Duration::from_secs(60), "the follower refuses the snapshot", || {
+        metric_or_zero(&c, f, "flotilla_snapshot_installs_failed_total") >= 1.0
+    });
+    assert!(c.wait_exit(f, Duration::from_millis(500)).is_none(), "{}", c.log_of(f));
+    let st = c.status(f).expect("the follower still answers");
+    assert_eq!(st["snapshot"]["installing"], json!(false), "{st}");
+    assert!(st["applied_index"].as_u64() <= Some(behind), "it kept its old state: {st}");
+    let (status, body, _) = get_key(&c.api(f), "before0", "stale");
+    assert_eq!(status, 200, "its old state still serves stale reads: {body}");
+    let log = c.log_of(f);
+    assert!(
+        log.contains("installing a received snapshot failed") && !log.contains("fatal"),
+        "{log}"
+    );
+    assert_eq!(metric_or_zero(&c, f, "flotilla_snapshots_installed_total"), 0.0);
+
+    // Restarted with a state machine that can read the stream, it installs one and
+    // catches up. (The leader offers again once its snapshot timeout passes.)
+    c.kill9(f);
+    c.env.remove(&f);
+    c.spawn(f);
+    let leader = leader_of(&c, &live);
+    let commit = c.status(leader).unwrap()["commit_index"].as_u64().unwrap();
+    wait_applied(&c, f, commit, Duration::from_secs(120));
+    assert!(metric_or_zero(&c, f, "flotilla_snapshots_installed_total") >= 1.0);
+    assert_eq!(mismatches(&c, f, &written), Vec::<String>::new());
+    assert_same_state(&c, &all);
 }
 
 /// Measurements for docs/snapshots-and-membership.md (not a test: no assertions on time).

@@ -32,7 +32,10 @@ pub trait StateMachine: Send + 'static {
 
     /// Replaces the whole state with a snapshot, atomically: after a crash in the middle the
     /// old state or the new one is found, never a mix. Afterwards `applied_index()` is
-    /// `meta.last_index`.
+    /// `meta.last_index`. On an error the old state must still be in force (a stream that
+    /// cannot be read: the node keeps running as a follower that is behind, and the leader
+    /// offers a snapshot again), or, where the error leaves the state unknown (a failed
+    /// disk write), every later `apply` must fail too, which stops the node.
     fn restore(&mut self, meta: &SnapshotMeta, reader: &mut dyn Read) -> Result<(), SmError>;
 }
 

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::BufReader;
 use std::marker::PhantomData;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use actix::dev::ToEnvelope;
 use actix::prelude::*;
@@ -116,12 +116,29 @@ where
     }
 }
 
+/// **Test-only fault hook.** When this environment variable is set (to anything), every
+/// restore of a received snapshot fails before touching the state machine, as a state
+/// machine that refuses the stream would. It exists so that `tests/snapshots.rs` can prove
+/// that such a failure leaves the node running and catching up later. Never set it
+/// outside tests; docs/security.md lists it.
+pub const FAIL_RESTORE_ENV: &str = "FLOTILLA_TEST_FAIL_SNAPSHOT_RESTORE";
+
+fn injected_restore_failure() -> bool {
+    static ARMED: OnceLock<bool> = OnceLock::new();
+    *ARMED.get_or_init(|| std::env::var_os(FAIL_RESTORE_ENV).is_some())
+}
+
 impl<P> Handler<Restore> for ApplyActor<P>
 where
     Self: Actor,
 {
     type Result = Result<LogIndex, SmError>;
     fn handle(&mut self, r: Restore, _: &mut <Self as Actor>::Context) -> Self::Result {
+        if injected_restore_failure() {
+            return Err(SmError(format!(
+                "the stream was refused (injected by {FAIL_RESTORE_ENV})"
+            )));
+        }
         let file = File::open(&r.path).map_err(|e| SmError(format!("open {:?}: {e}", r.path)))?;
         let mut reader = BufReader::new(file);
         self.sm().restore(&r.meta, &mut reader)?;

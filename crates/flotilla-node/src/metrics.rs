@@ -22,6 +22,7 @@ pub struct Metrics {
     pub bad_frames: AtomicU64,
     pub snapshots_built: AtomicU64,
     pub snapshots_installed: AtomicU64,
+    pub snapshot_installs_failed: AtomicU64,
     pub snapshot_bytes_sent: AtomicU64,
     pub events_lagged: AtomicU64,
     pub requests_forwarded: AtomicU64,
@@ -31,7 +32,7 @@ pub struct Metrics {
 impl Metrics {
     /// Renders the counters plus the gauges given by the caller.
     pub fn render(&self, gauges: &[(&str, &str, f64)]) -> String {
-        let counters: [(&str, &str, &AtomicU64); 21] = [
+        let counters: [(&str, &str, &AtomicU64); 22] = [
             (
                 "flotilla_proposals_total",
                 "commands proposed on this node as leader",
@@ -96,6 +97,11 @@ impl Metrics {
                 "flotilla_snapshots_installed_total",
                 "snapshots installed from a leader",
                 &self.snapshots_installed,
+            ),
+            (
+                "flotilla_snapshot_installs_failed_total",
+                "received snapshots the state machine refused (it kept its state)",
+                &self.snapshot_installs_failed,
             ),
             (
                 "flotilla_snapshot_bytes_sent_total",

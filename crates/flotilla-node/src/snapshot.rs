@@ -39,7 +39,8 @@
 //! offset}, `snapshot_send_done` {to, bytes, bytes_sent, resumes, ms},
 //! `snapshot_send_abandoned` {to, offset}; on a follower `snapshot_receive_started`
 //! {from, snapshot_index, bytes}, `snapshot_received` {from, snapshot_index, bytes, ms},
-//! `snapshot_install_started`, `snapshot_restored` {snapshot_index, bytes, ms}, and the
+//! `snapshot_install_started`, `snapshot_restored` {snapshot_index, bytes, ms},
+//! `snapshot_install_failed` {snapshot_index, error, ms}, and the
 //! core's `snapshot_installed` {index, term}.
 
 use std::collections::BTreeMap;
@@ -787,6 +788,32 @@ impl RaftActor {
         });
     }
 
+    /// The state machine refused a received snapshot that had passed its checksum (a
+    /// stream it cannot read, from a leader with another state machine version, say). The
+    /// state machine keeps its old state (`StateMachine::restore` must leave it as it was
+    /// on error), so the node goes on as a follower that is behind: the file is deleted,
+    /// the core stops waiting for the install, and the leader offers a snapshot again
+    /// after its snapshot timeout. Stopping the node instead would hand a peer's bad
+    /// stream the power to take it down, again at every restart.
+    fn snapshot_install_failed(&mut self, file: &SnapshotFile, error: &str, started: Instant) {
+        tracing::error!(snapshot = ?file.path, %error, "installing a received snapshot failed; \
+                        the state machine keeps its state and the leader will offer one again");
+        self.snapshots.installing = false;
+        if self.snapshots.received.as_ref().is_some_and(|r| r.path == file.path) {
+            self.snapshots.received = None;
+        }
+        if self.snapshots.current.as_ref().is_none_or(|c| c.path != file.path) {
+            delete_snapshot(file);
+        }
+        self.shared.metrics.snapshot_installs_failed.fetch_add(1, Ordering::Relaxed);
+        self.core.snapshot_install_failed(file.meta.clone());
+        let mut d = serde_json::Map::new();
+        d.insert("snapshot_index".into(), json!(file.meta.last_index.0));
+        d.insert("error".into(), json!(error));
+        d.insert("ms".into(), json!(started.elapsed().as_millis() as u64));
+        self.shared.emit("snapshot_install_failed", d);
+    }
+
     /// The core accepted a received snapshot: restore the state machine from it, reset the
     /// log, then tell the core.
     pub(crate) fn install_snapshot(&mut self, meta: SnapshotMeta, ctx: &mut Context<Self>) {
@@ -809,8 +836,14 @@ impl RaftActor {
         self.shared.emit("snapshot_install_started", d);
         let fut = self.apply.restore.send(Restore { meta: meta.clone(), path: file.path.clone() });
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
-            if !matches!(res, Ok(Ok(_))) {
-                fatal(&format!("restoring the state machine from {:?} failed", file.path));
+            match res {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    act.snapshot_install_failed(&file, &e.to_string(), started);
+                    act.schedule_flush(ctx);
+                    return;
+                }
+                Err(e) => fatal(&format!("apply actor unreachable: {e}")),
             }
             let fut = act.log.reset.send(ResetToSnapshot(meta.clone()));
             ctx.spawn(fut.into_actor(act).map(move |res, act, ctx| {

@@ -108,6 +108,17 @@ impl RaftCore {
         self.debug_validate_pub();
     }
 
+    /// Follower: the runtime could not install the snapshot `meta` (its state machine
+    /// refused the stream) and kept its state and log as they were. The node is no longer
+    /// installing: it answers AppendEntries and may campaign again, and the leader, which
+    /// hears nothing, offers a snapshot again after its snapshot timeout.
+    pub fn snapshot_install_failed(&mut self, meta: SnapshotMeta) {
+        if self.installing.as_ref().is_some_and(|(_, pending)| *pending == meta) {
+            self.installing = None;
+        }
+        self.debug_validate_pub();
+    }
+
     /// Leader: a follower installed our snapshot.
     pub(crate) fn handle_install_snapshot_response(&mut self, from: NodeId, last_index: LogIndex) {
         if self.role != Role::Leader {
@@ -161,6 +172,31 @@ mod tests {
         assert_eq!(f.applied_index(), LogIndex(3));
         assert_eq!(f.snapshot_meta_for(LogIndex(2)), Err(RaftError::Unavailable(LogIndex(2))));
         assert_eq!(f.snapshot_meta_for(LogIndex(3)).map(|m| m.membership), Ok(joined));
+    }
+
+    /// A snapshot the runtime failed to install leaves the follower as it was and not
+    /// wedged: it takes the leader's next offer (and its AppendEntries) again.
+    #[test]
+    fn a_failed_install_is_forgotten_and_the_next_offer_is_taken() {
+        let (leader, me) = (NodeId(1), NodeId(2));
+        let members = Membership::with_voters([leader, me, NodeId(3)]);
+        let init = InitialState { bootstrap: members.clone(), ..Default::default() };
+        let mut f = RaftCore::new(Config::new(me, 1), init);
+        let meta =
+            SnapshotMeta { last_index: LogIndex(10), last_term: Term(1), membership: members };
+        let offer = |f: &mut RaftCore| {
+            let body = MessageBody::InstallSnapshot { meta: meta.clone() };
+            f.step(Message { from: leader, to: me, term: Term(1), body });
+            f.take_commands().iter().any(|c| matches!(c, Command::InstallSnapshot { .. }))
+        };
+        assert!(offer(&mut f), "the first offer is installed");
+        assert!(!offer(&mut f), "an offer while one installs is ignored");
+        f.snapshot_install_failed(meta.clone());
+        assert_eq!(f.last_index(), LogIndex(0), "nothing was installed");
+        assert_eq!(f.commit_index(), LogIndex(0));
+        assert!(offer(&mut f), "after the failure the next offer is installed again");
+        f.snapshot_installed(meta);
+        assert_eq!(f.commit_index(), LogIndex(10));
     }
 
     /// Found by flotilla-sim (seed 118, profile crashes): a follower that had acknowledged
