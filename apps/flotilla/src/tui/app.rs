@@ -968,6 +968,10 @@ fn on_node_event(app: &mut App, e: NodeEvent) {
         EventKind::SnapshotRestored { snapshot_index } => {
             app.note(at, Some(id), K::Snapshot, format!("restored snapshot @{snapshot_index}"));
         }
+        EventKind::SnapshotInstallFailed { snapshot_index, error } => {
+            let text = format!("could not restore snapshot @{snapshot_index}: {error}");
+            app.note(at, Some(id), K::Error, text);
+        }
         EventKind::FaultsSet { faults } => {
             if let Some(n) = app.nodes.get_mut(&id) {
                 n.isolated = faults.isolate;

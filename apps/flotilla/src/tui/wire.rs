@@ -191,6 +191,12 @@ pub enum EventKind {
         #[serde(default)]
         snapshot_index: u64,
     },
+    SnapshotInstallFailed {
+        #[serde(default)]
+        snapshot_index: u64,
+        #[serde(default)]
+        error: String,
+    },
     FaultsSet {
         #[serde(default)]
         faults: FaultsEvent,

@@ -376,3 +376,17 @@ fn the_election_timer_moves_on_between_polls_and_stops_at_the_timeout() {
     assert_eq!(n3.election_timer(n3.status_at + 2_000), None, "no answer for long: unresponsive");
     assert_eq!(a.nodes[&1].election_timer(a.now), None, "a leader has no election timer");
 }
+
+#[test]
+fn a_refused_snapshot_shows_as_an_error_with_its_reason() {
+    let mut a = steady3();
+    let t = a.now;
+    let kind: EventKind = serde_json::from_value(serde_json::json!({
+        "kind": "snapshot_install_failed", "snapshot_index": 40, "error": "bad stream", "ms": 3
+    }))
+    .unwrap();
+    event(&mut a, 3, 2, t + 10, kind);
+    let last = a.timeline.back().unwrap();
+    assert_eq!(last.text, "could not restore snapshot @40: bad stream");
+    assert_eq!(last.kind, TimelineKind::Error);
+}
