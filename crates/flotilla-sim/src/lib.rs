@@ -94,6 +94,7 @@ pub struct Report {
     pub ops_unknown: u64,
     pub crashes: u64,
     pub snapshots_installed: u64,
+    pub snapshots_refused: u64,
     pub config_changes: u64,
     pub lin_inconclusive: u64,
     /// The longest time from healing to convergence, in ms.
@@ -112,6 +113,7 @@ impl Report {
         self.ops_unknown += s.ops_unknown;
         self.crashes += s.crashes;
         self.snapshots_installed += s.snapshots_installed;
+        self.snapshots_refused += s.snapshots_refused;
         self.config_changes += s.config_changes;
         self.lin_inconclusive += u64::from(s.lin_inconclusive);
         self.heal_ms_max = self.heal_ms_max.max(s.heal_ms);

@@ -111,7 +111,7 @@ fn main() -> ExitCode {
         return match run_seed(seed, &args.opts) {
             Ok(s) => {
                 println!(
-                    "seed {seed} ok: {} nodes, profile {}, {} events, {} ms simulated, {} entries committed, {} leaders, ops ok {} unknown {} failed {}, {} crashes, {} snapshots installed, {} config changes, converged {} ms after healing, trace hash {:016x} ({:.2?})",
+                    "seed {seed} ok: {} nodes, profile {}, {} events, {} ms simulated, {} entries committed, {} leaders, ops ok {} unknown {} failed {}, {} crashes, {} snapshots installed, {} refused, {} config changes, converged {} ms after healing, trace hash {:016x} ({:.2?})",
                     s.nodes,
                     s.profile,
                     s.events,
@@ -123,6 +123,7 @@ fn main() -> ExitCode {
                     s.ops_failed,
                     s.crashes,
                     s.snapshots_installed,
+                    s.snapshots_refused,
                     s.config_changes,
                     s.heal_ms,
                     s.trace_hash,
@@ -151,13 +152,14 @@ fn main() -> ExitCode {
         rep.failures.len()
     );
     println!(
-        "clean seeds: {} events, {} entries committed, {} client ops acknowledged, {} unknown, {} crashes, {} snapshots installed, {} config changes, {} inconclusive linearizability checks, slowest convergence {} ms",
+        "clean seeds: {} events, {} entries committed, {} client ops acknowledged, {} unknown, {} crashes, {} snapshots installed, {} refused, {} config changes, {} inconclusive linearizability checks, slowest convergence {} ms",
         rep.events,
         rep.committed,
         rep.ops_ok,
         rep.ops_unknown,
         rep.crashes,
         rep.snapshots_installed,
+        rep.snapshots_refused,
         rep.config_changes,
         rep.lin_inconclusive,
         rep.heal_ms_max

@@ -26,10 +26,24 @@ pub enum NodeState {
 /// A persist operation in the disk queue.
 #[derive(Clone, Debug)]
 pub enum DiskOp {
-    Write { hs: Option<HardState>, entries: Vec<Entry> },
+    Write {
+        hs: Option<HardState>,
+        entries: Vec<Entry>,
+    },
     Purge(LogIndex),
-    SaveSnapshot { meta: SnapshotMeta, data: Bytes },
-    Install { meta: SnapshotMeta, data: Bytes },
+    SaveSnapshot {
+        meta: SnapshotMeta,
+        data: Bytes,
+    },
+    Install {
+        meta: SnapshotMeta,
+        data: Bytes,
+    },
+    /// The state machine refuses a received snapshot: nothing changes on disk or in the
+    /// state machine; the core is told the install failed.
+    RefuseInstall {
+        meta: SnapshotMeta,
+    },
 }
 
 /// A client waiting for the outcome of one attempt on this node.

@@ -230,6 +230,10 @@ pub struct Plan {
     pub crash_majority: bool,
     /// Build a snapshot when this many entries were applied since the last one.
     pub snapshot_every: u64,
+    /// Proportion of received snapshots whose restore the state machine refuses (the node
+    /// keeps its state and the core is told `snapshot_install_failed`). Not drawn from
+    /// the seed, and only consulted when above 0, so that other profiles replay as before.
+    pub refuse_install_per_mille: u32,
     /// Proportion of reads served by ReadIndex/lease (the rest go through the log), and of
     /// those, lease reads.
     pub read_index_per_mille: u32,
@@ -326,6 +330,7 @@ impl Plan {
             kill_new_leader_ticks: None,
             crash_majority: false,
             snapshot_every: rng.pick(&[8, 30, 100]).unwrap_or(30),
+            refuse_install_per_mille: 0,
             read_index_per_mille: 700,
             lease_per_mille: if core.check_quorum { 400 } else { 0 },
             cas_per_mille: 300,
@@ -426,6 +431,7 @@ impl Plan {
                 plan.net.drop_per_mille = rng.range(0, 30) as u32;
                 plan.net.dup_per_mille = rng.range(0, 30) as u32;
                 plan.snapshot_every = rng.pick(&[5, 10, 20]).unwrap_or(10);
+                plan.refuse_install_per_mille = 250;
                 set(
                     &mut plan,
                     &[

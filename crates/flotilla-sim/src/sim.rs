@@ -131,6 +131,8 @@ pub struct RunStats {
     pub crashes: u64,
     pub snapshots_built: u64,
     pub snapshots_installed: u64,
+    /// Received snapshots the state machine refused (`refuse_install_per_mille`).
+    pub snapshots_refused: u64,
     pub config_changes: u64,
     pub heal_ms: u64,
     pub lin_inconclusive: bool,
@@ -579,7 +581,12 @@ impl Sim {
                 match node.incoming.take() {
                     Some((m, data)) if m == meta => {
                         node.installing = true;
-                        self.enqueue_disk(id, DiskOp::Install { meta, data });
+                        let refuse = self.plan.refuse_install_per_mille;
+                        if refuse > 0 && self.rng.chance(refuse) {
+                            self.enqueue_disk(id, DiskOp::RefuseInstall { meta });
+                        } else {
+                            self.enqueue_disk(id, DiskOp::Install { meta, data });
+                        }
                     }
                     _ => self.fail(
                         "runtime",
@@ -674,6 +681,7 @@ impl Sim {
                 if newer { Ok(()) } else { node.disk.save_snapshot(meta, data.clone()) }
             }
             DiskOp::Install { meta, data } => node.disk.reset_to_snapshot(meta, data.clone()),
+            DiskOp::RefuseInstall { .. } => Ok(()),
         };
         if let Err(e) = result {
             self.fail("persistence contract", format!("n{id} disk refused {}: {e}", op_name(&op)));
@@ -690,6 +698,7 @@ impl Sim {
             DiskOp::SaveSnapshot { meta, .. } | DiskOp::Install { meta, .. } => {
                 ("durable snapshot", meta.last_index.0)
             }
+            DiskOp::RefuseInstall { meta } => ("refused snapshot", meta.last_index.0),
         };
         self.trace.rec(self.now, Rec::Disk { node: id.0, what, a });
         // Release the sends that waited for this op.
@@ -743,6 +752,14 @@ impl Sim {
                 }
                 self.resolve_proposals(id);
                 self.serve_reads(id);
+            }
+            DiskOp::RefuseInstall { meta } => {
+                self.stats.snapshots_refused += 1;
+                let node = self.node_mut(id).expect("alive");
+                node.installing = false;
+                if let Some(c) = node.core.as_mut() {
+                    c.snapshot_install_failed(meta);
+                }
             }
         }
         self.after(id);
@@ -1533,6 +1550,7 @@ fn op_name(op: &DiskOp) -> &'static str {
         DiskOp::Purge(_) => "purge",
         DiskOp::SaveSnapshot { .. } => "save snapshot",
         DiskOp::Install { .. } => "install snapshot",
+        DiskOp::RefuseInstall { .. } => "refuse snapshot",
     }
 }
 
