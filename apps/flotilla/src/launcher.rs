@@ -69,6 +69,11 @@ fn fixed_port_range() -> Result<(u16, u16)> {
             Some((it.next()??, it.next()??))
         })
         .unwrap_or((32768, 60999));
+    outside_ephemeral(range)
+}
+
+/// `lo..hi` of unprivileged ports outside the ephemeral range `(first, last)`.
+fn outside_ephemeral(range: (u16, u16)) -> Result<(u16, u16)> {
     match range {
         (lo, _) if lo >= 12000 => Ok((10000, lo)),
         (_, hi) if hi <= 55000 => Ok((hi + 1, 65535)),
@@ -224,5 +229,22 @@ impl Launcher {
 impl Drop for Launcher {
     fn drop(&mut self) {
         self.stop_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_ports_stay_outside_the_ephemeral_range() {
+        assert_eq!(outside_ephemeral((32768, 60999)).unwrap(), (10000, 32768));
+        assert_eq!(outside_ephemeral((1024, 40000)).unwrap(), (40001, 65535));
+        assert!(outside_ephemeral((1024, 65000)).is_err());
+        let ports = free_fixed_ports(4).unwrap();
+        let (lo, hi) = fixed_port_range().unwrap();
+        assert!(ports.iter().all(|p| (lo..hi).contains(p)), "{ports:?} in {lo}..{hi}");
+        let distinct: std::collections::BTreeSet<_> = ports.iter().collect();
+        assert_eq!(distinct.len(), 4, "{ports:?}");
     }
 }
