@@ -12,7 +12,7 @@ use actix::prelude::*;
 use flotilla_raft::{Entry, LogIndex, SnapshotMeta};
 
 use crate::api::{SmError, SnapshotSource, StateMachine};
-use crate::log_actor::{NodeThread, OwnThread, Placement};
+use crate::placement::{NodeThread, OwnThread, Placement};
 use crate::shared::Shared;
 
 pub type SharedMachine = Arc<Mutex<Box<dyn StateMachine>>>;

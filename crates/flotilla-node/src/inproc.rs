@@ -19,7 +19,7 @@ use flotilla_raft::{Entry, EntryPayload, LogIndex, NodeAddr, NodeId, SnapshotMet
 use crate::api::{SmError, SnapshotSource, StateMachine};
 use crate::config::NodeConfig;
 use crate::handle::NodeHandle;
-use crate::log_actor::Placement;
+use crate::placement::Placement;
 use crate::raft_actor::RaftActor;
 
 /// The raft actors of the nodes started with [`crate::supervisor::start_node_in_process`]

@@ -21,7 +21,8 @@ use crate::election_actor::ElectionActor;
 use crate::forward::Forwarder;
 use crate::handle::NodeHandle;
 use crate::inproc::LocalNet;
-use crate::log_actor::{LogPort, Placement};
+use crate::log_actor::LogPort;
+use crate::placement::Placement;
 use crate::raft_actor::RaftActor;
 use crate::shared::Shared;
 use crate::snapshot::{
