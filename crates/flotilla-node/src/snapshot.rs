@@ -671,7 +671,11 @@ impl RaftActor {
             d.insert("resumes".into(), json!(s.resumes));
             d.insert("ms".into(), json!(s.started.elapsed().as_millis() as u64));
             self.shared.emit("snapshot_send_done", d);
+            let index = s.file.meta.last_index;
             self.snapshots.sends.remove(&from);
+            // The follower acked the last chunk after its core took the snapshot: from
+            // now on an answer from it that lacks the snapshot means it lost it.
+            self.core.snapshot_delivered(from, index);
             return;
         }
         if next == s.next_offset && ack.error.is_none() {
@@ -793,8 +797,9 @@ impl RaftActor {
     /// state machine keeps its old state (`StateMachine::restore` must leave it as it was
     /// on error), so the node goes on as a follower that is behind: the file is deleted,
     /// the core stops waiting for the install, and the leader offers a snapshot again
-    /// after its snapshot timeout. Stopping the node instead would hand a peer's bad
-    /// stream the power to take it down, again at every restart.
+    /// once the follower's next heartbeat answer shows it does not hold one (at most once
+    /// per snapshot timeout). Stopping the node instead would hand a peer's bad stream the
+    /// power to take it down, again at every restart.
     fn snapshot_install_failed(&mut self, file: &SnapshotFile, error: &str, started: Instant) {
         tracing::error!(snapshot = ?file.path, %error, "installing a received snapshot failed; \
                         the state machine keeps its state and the leader will offer one again");

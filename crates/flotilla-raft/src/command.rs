@@ -38,7 +38,9 @@ pub enum Command {
     Apply { entries: Vec<Entry> },
     /// Transfer the snapshot described by `meta` to `to` (leader side). When the follower
     /// has it, its runtime steps an `InstallSnapshot` message into its core. On failure call
-    /// [`crate::RaftCore::snapshot_send_failed`].
+    /// [`crate::RaftCore::snapshot_send_failed`]; once the follower's runtime confirmed the
+    /// whole transfer (after handing it to its core), call
+    /// [`crate::RaftCore::snapshot_delivered`].
     SendSnapshot { to: NodeId, meta: SnapshotMeta },
     /// Follower side: replace the state machine with the received snapshot `meta` and reset
     /// the log to start right after `meta.last_index`, atomically and durably; then call
@@ -98,6 +100,11 @@ pub enum StepDownReason {
 }
 
 /// Observability events, in the order they happened.
+///
+/// `SnapshotOfferedAgain` (leader): `to` answered, after the snapshot `index` was
+/// delivered to it, without holding it (it restarted, or its state machine refused it),
+/// so it is offered again now rather than after the snapshot timeout; see
+/// [`crate::RaftCore::snapshot_delivered`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Event {
@@ -109,6 +116,7 @@ pub enum Event {
     SteppedDown { term: Term, reason: StepDownReason },
     MembershipChanged { index: LogIndex, membership: Membership },
     SnapshotInstalled { index: LogIndex, term: Term },
+    SnapshotOfferedAgain { to: NodeId, index: LogIndex },
     TransferStarted { to: NodeId, term: Term },
     TransferAborted { to: NodeId, term: Term },
 }

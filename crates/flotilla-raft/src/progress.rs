@@ -34,6 +34,13 @@ pub(crate) struct Progress {
     /// Snapshot: the index of the snapshot being sent, and ticks since it was offered.
     pub(crate) pending_snapshot: LogIndex,
     pub(crate) snapshot_ticks: u32,
+    /// Snapshot: the runtime reported the transfer complete (the follower's runtime had
+    /// handed it to its core) during this heartbeat round; see
+    /// [`crate::RaftCore::snapshot_delivered`].
+    pub(crate) snapshot_delivered_seq: Option<u64>,
+    /// The tick of the last such early re-offer: at most one per snapshot timeout, so a
+    /// follower that keeps refusing the snapshot does not get it in a loop.
+    pub(crate) snapshot_reoffered_at: Option<u64>,
     /// CheckQuorum: heard from this follower since the last quorum check.
     pub(crate) recent_active: bool,
     /// The highest heartbeat round this follower acknowledged in the current term.
@@ -73,6 +80,8 @@ impl Progress {
             inflight: VecDeque::new(),
             pending_snapshot: LogIndex::ZERO,
             snapshot_ticks: 0,
+            snapshot_delivered_seq: None,
+            snapshot_reoffered_at: None,
             recent_active: false,
             acked_seq: 0,
             probed_seq: 0,
@@ -93,6 +102,7 @@ impl Progress {
         self.inflight.clear();
         self.pending_snapshot = LogIndex::ZERO;
         self.snapshot_ticks = 0;
+        self.snapshot_delivered_seq = None;
     }
 
     pub(crate) fn become_replicate(&mut self) {
@@ -106,6 +116,7 @@ impl Progress {
         self.mode = ProgressMode::Snapshot;
         self.pending_snapshot = index;
         self.snapshot_ticks = 0;
+        self.snapshot_delivered_seq = None;
         self.probe_sent = false;
         self.inflight.clear();
     }

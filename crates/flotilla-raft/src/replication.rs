@@ -303,6 +303,31 @@ impl RaftCore {
             self.progress.remove(&from);
             return;
         }
+        let now = self.now;
+        let timeout = u64::from(self.cfg.snapshot_timeout_ticks);
+        if pr.mode == ProgressMode::Snapshot
+            && pr.snapshot_delivered_seq.is_some_and(|s| read_seq > s)
+            && !(success && index >= pr.pending_snapshot)
+            && pr.snapshot_reoffered_at.is_none_or(|t| now.saturating_sub(t) >= timeout)
+        {
+            // An answer to a heartbeat sent after the snapshot was delivered, from a
+            // follower that does not hold it: it is not installing it (it would not answer)
+            // and never will. Offer it again now rather than after the snapshot timeout
+            // (once per timeout: a follower that refuses every snapshot gets one offer per
+            // timeout from here, plus the timeout's own).
+            pr.snapshot_reoffered_at = Some(now);
+            let lost = pr.pending_snapshot;
+            // Resume from what it is known to hold: if that is compacted, `replicate_to`
+            // offers the snapshot again.
+            pr.become_probe();
+            if success {
+                pr.maybe_update(index.min(last_index));
+            }
+            pr.next_index = pr.match_index.next();
+            self.event(Event::SnapshotOfferedAgain { to: from, index: lost });
+            self.replicate_to(from);
+            return;
+        }
         if success {
             let index = index.min(last_index);
             if pr.maybe_update(index) || pr.mode != ProgressMode::Replicate {

@@ -60,6 +60,29 @@ impl RaftCore {
         }
     }
 
+    /// Leader: the runtime delivered the whole snapshot `index` to `to`, and the follower's
+    /// runtime confirmed it after stepping it into its core (so the follower is now
+    /// installing it, or already holds it and has answered).
+    ///
+    /// A follower that is installing answers no AppendEntries. So if it answers a heartbeat
+    /// of a later round without holding the snapshot, it is not installing it: it restarted
+    /// (and lost the transfer), or its state machine refused the stream. Without this the
+    /// leader, which otherwise ignores answers in Snapshot mode, would wait for its snapshot
+    /// timeout before offering again; with it, it offers again at once (see
+    /// `handle_append_response`).
+    pub fn snapshot_delivered(&mut self, to: NodeId, index: LogIndex) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let seq = self.hb_seq;
+        if let Some(pr) = self.progress.get_mut(&to)
+            && pr.mode == ProgressMode::Snapshot
+            && pr.pending_snapshot == index
+        {
+            pr.snapshot_delivered_seq = Some(seq);
+        }
+    }
+
     /// Follower: the leader's snapshot has fully arrived (the runtime verified it).
     pub(crate) fn handle_install_snapshot(&mut self, from: NodeId, meta: SnapshotMeta) {
         if self.role != Role::Follower || self.leader != Some(from) {
@@ -110,8 +133,9 @@ impl RaftCore {
 
     /// Follower: the runtime could not install the snapshot `meta` (its state machine
     /// refused the stream) and kept its state and log as they were. The node is no longer
-    /// installing: it answers AppendEntries and may campaign again, and the leader, which
-    /// hears nothing, offers a snapshot again after its snapshot timeout.
+    /// installing: it answers AppendEntries and may campaign again, and the leader offers a
+    /// snapshot again once such an answer tells it the follower does not hold one (see
+    /// [`RaftCore::snapshot_delivered`]), or else after its snapshot timeout.
     pub fn snapshot_install_failed(&mut self, meta: SnapshotMeta) {
         if self.installing.as_ref().is_some_and(|(_, pending)| *pending == meta) {
             self.installing = None;

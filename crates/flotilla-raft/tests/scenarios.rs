@@ -61,6 +61,7 @@ scenarios! {
     remove_leader => "remove_leader.txt",
     learner_catchup_promotion => "learner_catchup_promotion.txt",
     snapshot_install => "snapshot_install.txt",
+    snapshot_redelivery => "snapshot_redelivery.txt",
     read_index => "read_index.txt",
     persist_order => "persist_order.txt",
 }

@@ -95,6 +95,7 @@ pub struct Report {
     pub crashes: u64,
     pub snapshots_installed: u64,
     pub snapshots_refused: u64,
+    pub snapshots_offered_again: u64,
     pub config_changes: u64,
     pub lin_inconclusive: u64,
     /// The longest time from healing to convergence, in ms.
@@ -114,6 +115,7 @@ impl Report {
         self.crashes += s.crashes;
         self.snapshots_installed += s.snapshots_installed;
         self.snapshots_refused += s.snapshots_refused;
+        self.snapshots_offered_again += s.snapshots_offered_again;
         self.config_changes += s.config_changes;
         self.lin_inconclusive += u64::from(s.lin_inconclusive);
         self.heal_ms_max = self.heal_ms_max.max(s.heal_ms);

@@ -111,7 +111,7 @@ fn main() -> ExitCode {
         return match run_seed(seed, &args.opts) {
             Ok(s) => {
                 println!(
-                    "seed {seed} ok: {} nodes, profile {}, {} events, {} ms simulated, {} entries committed, {} leaders, ops ok {} unknown {} failed {}, {} crashes, {} snapshots installed, {} refused, {} config changes, converged {} ms after healing, trace hash {:016x} ({:.2?})",
+                    "seed {seed} ok: {} nodes, profile {}, {} events, {} ms simulated, {} entries committed, {} leaders, ops ok {} unknown {} failed {}, {} crashes, {} snapshots installed, {} refused, {} offered again early, {} config changes, converged {} ms after healing, trace hash {:016x} ({:.2?})",
                     s.nodes,
                     s.profile,
                     s.events,
@@ -124,6 +124,7 @@ fn main() -> ExitCode {
                     s.crashes,
                     s.snapshots_installed,
                     s.snapshots_refused,
+                    s.snapshots_offered_again,
                     s.config_changes,
                     s.heal_ms,
                     s.trace_hash,
@@ -152,7 +153,7 @@ fn main() -> ExitCode {
         rep.failures.len()
     );
     println!(
-        "clean seeds: {} events, {} entries committed, {} client ops acknowledged, {} unknown, {} crashes, {} snapshots installed, {} refused, {} config changes, {} inconclusive linearizability checks, slowest convergence {} ms",
+        "clean seeds: {} events, {} entries committed, {} client ops acknowledged, {} unknown, {} crashes, {} snapshots installed, {} refused, {} offered again early, {} config changes, {} inconclusive linearizability checks, slowest convergence {} ms",
         rep.events,
         rep.committed,
         rep.ops_ok,
@@ -160,6 +161,7 @@ fn main() -> ExitCode {
         rep.crashes,
         rep.snapshots_installed,
         rep.snapshots_refused,
+        rep.snapshots_offered_again,
         rep.config_changes,
         rep.lin_inconclusive,
         rep.heal_ms_max

@@ -46,6 +46,8 @@ enum Ev {
     KillLeader { node: NodeId, inc: u64, term: flotilla_raft::Term },
     NetCalm,
     SnapshotFailed { node: NodeId, inc: u64, to: NodeId },
+    // The receiver's runtime confirmed the whole snapshot (its last chunk's ack).
+    SnapshotDelivered { node: NodeId, inc: u64, to: NodeId, index: LogIndex },
     Heal,
     Probe,
     Deadline,
@@ -133,6 +135,8 @@ pub struct RunStats {
     pub snapshots_installed: u64,
     /// Received snapshots the state machine refused (`refuse_install_per_mille`).
     pub snapshots_refused: u64,
+    /// Snapshots a leader offered again early (`Event::SnapshotOfferedAgain`).
+    pub snapshots_offered_again: u64,
     pub config_changes: u64,
     pub heal_ms: u64,
     pub lin_inconclusive: bool,
@@ -481,6 +485,14 @@ impl Sim {
                     self.after(node);
                 }
             }
+            Ev::SnapshotDelivered { node, inc, to, index } => {
+                if self.alive(node, inc) && !self.blocked.contains(&(to, node)) {
+                    if let Some(c) = self.core_mut(node) {
+                        c.snapshot_delivered(to, index);
+                    }
+                    self.after(node);
+                }
+            }
             Ev::Heal => self.heal(),
             Ev::Probe => self.probe(),
             Ev::Deadline => {
@@ -639,6 +651,11 @@ impl Sim {
             }
             Event::MembershipChanged { index, .. } => {
                 self.trace.rec(self.now, Rec::Disk { node: id.0, what: "config from", a: index.0 });
+            }
+            Event::SnapshotOfferedAgain { to, .. } => {
+                self.stats.snapshots_offered_again += 1;
+                self.trace
+                    .rec(self.now, Rec::Disk { node: id.0, what: "offers again to", a: to.0 });
             }
             _ => {}
         }
@@ -827,12 +844,21 @@ impl Sim {
             }
             self.node_mut(to).expect("running").incoming = Some((meta.clone(), data.clone()));
         }
+        let snapshot = match &p.msg.body {
+            MessageBody::InstallSnapshot { meta } => Some(meta.last_index),
+            _ => None,
+        };
         if let Some(c) = self.core_mut(to) {
             c.step(p.msg);
         }
         self.after(to);
         if let Some(n) = self.node_mut(to) {
             n.incoming = None;
+        }
+        if let Some(index) = snapshot {
+            // The receiving runtime acks the last chunk after its core took the snapshot;
+            // the ack crosses the network like any message (and may be lost).
+            self.ack_snapshot(from, to, index);
         }
     }
 
@@ -860,6 +886,15 @@ impl Sim {
             self.schedule(at, Ev::SnapshotFailed { node: id, inc, to });
         }
         self.send(msg, Some(data));
+    }
+
+    fn ack_snapshot(&mut self, leader: NodeId, follower: NodeId, index: LogIndex) {
+        if self.rng.chance(self.net.drop_per_mille) {
+            return;
+        }
+        let Some(inc) = self.node(leader).map(|n| n.incarnation) else { return };
+        let at = self.now + self.rng.range(self.net.delay_us.0, self.net.delay_us.1);
+        self.schedule(at, Ev::SnapshotDelivered { node: leader, inc, to: follower, index });
     }
 
     // ----- state machine, snapshots, clients' answers -----

@@ -940,6 +940,10 @@ fn on_node_event(app: &mut App, e: NodeEvent) {
         EventKind::SnapshotInstalled { index } => {
             app.note(at, Some(id), K::Snapshot, format!("installed snapshot @{index}"));
         }
+        EventKind::SnapshotOfferedAgain { to, index } => {
+            let text = format!("n{to} lost snapshot @{index}: offered again");
+            app.note(at, Some(id), K::Snapshot, text);
+        }
         EventKind::TransferStarted { to } => {
             app.note(at, Some(id), K::Leader, format!("hands leadership to n{to}"));
             if app.cluster.leader == Some(id) {

@@ -152,6 +152,12 @@ pub enum EventKind {
         #[serde(default)]
         index: u64,
     },
+    SnapshotOfferedAgain {
+        #[serde(default)]
+        to: u64,
+        #[serde(default)]
+        index: u64,
+    },
     TransferStarted {
         #[serde(default)]
         to: u64,

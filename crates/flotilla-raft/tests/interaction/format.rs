@@ -157,6 +157,9 @@ pub fn event(id: NodeId, e: &Event) -> Option<String> {
         Event::SnapshotInstalled { index, term } => {
             format!("{id} installed the snapshot ({index},{term})")
         }
+        Event::SnapshotOfferedAgain { to, index } => {
+            format!("{id} offers the snapshot again: {to} answered without snapshot {index}")
+        }
         Event::TransferStarted { to, term } => {
             format!("{id} starts transferring leadership to {to} at term {term}")
         }

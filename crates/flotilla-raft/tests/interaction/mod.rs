@@ -35,6 +35,8 @@
 //!   `stabilize [N..]`.
 //! - `partition (a,b) (c)`, `isolate N`, `heal`.
 //! - `status N`, `raft-log N`, `logs` (every log as terms), `state-machine N`, `compact N index`, `crash N`, `restart N`.
+//! - `snapshot-delivered N to index`: N's runtime reports that its transfer of snapshot
+//!   `index` to `to` completed (the receiver's runtime confirmed the last chunk).
 
 mod format;
 mod node;
@@ -181,6 +183,14 @@ impl Env {
                 let [id, index] = ids[..] else { return Err("usage: compact N INDEX".into()) };
                 let meta = self.node_mut(id)?.compact(LogIndex(index.0))?;
                 Ok(format!("{id}: snapshot {}\n", format::snap(&meta)))
+            }
+            "snapshot-delivered" => {
+                let ids = ids_of(d)?;
+                let [id, to, index] = ids[..] else {
+                    return Err("usage: snapshot-delivered LEADER TO INDEX".into());
+                };
+                self.core(id)?.snapshot_delivered(to, LogIndex(index.0));
+                Ok(String::new())
             }
             "crash" => self.crash(one_id(d)?),
             "restart" => {
