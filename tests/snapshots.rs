@@ -259,17 +259,33 @@ fn kill9_during_a_snapshot_build_and_during_an_install_restarts_cleanly() {
     let mut killed_mid_build = false;
     for attempt in 0..5 {
         let seen = events.of("snapshot_built", Some(f)).len();
-        let started = events.of("snapshot_started", Some(f)).len();
-        let api = c.api(f);
-        let t =
-            std::thread::spawn(move || request("POST", &format!("{api}/v1/admin/snapshot"), None));
-        // Write one more entry first so that the snapshot is a new one, not the last one.
-        written.extend(write_big(&c, &all, &format!("b{attempt}-"), 1, 1024));
-        eventually(Duration::from_secs(30), "a new build starts", || {
-            events.of("snapshot_started", Some(f)).len() > started
-        });
+        let post = || {
+            let api = c.api(f);
+            std::thread::spawn(move || request("POST", &format!("{api}/v1/admin/snapshot"), None))
+        };
+        let building = || c.status(f).is_some_and(|s| s["snapshot"]["building"] == json!(true));
+        // Ask for a snapshot after one more entry, so that it is a new one (a request with
+        // nothing new since the last snapshot is answered at once), until a build is seen
+        // under way: ours, or an automatic one that ours joined.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut t: Option<std::thread::JoinHandle<_>> = None;
+        let mut round = 0;
+        while !building() {
+            assert!(Instant::now() < deadline, "no snapshot build seen under way on node {f}");
+            if t.as_ref().is_none_or(|t| t.is_finished()) {
+                written.extend(write_big(&c, &all, &format!("b{attempt}-{round}-"), 1, 1024));
+                round += 1;
+                if let Some(t) = t.take() {
+                    let _ = t.join();
+                }
+                t = Some(post());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
         c.kill9(f);
-        let _ = t.join();
+        if let Some(t) = t {
+            let _ = t.join();
+        }
         std::thread::sleep(Duration::from_millis(200));
         killed_mid_build = events.of("snapshot_built", Some(f)).len() == seen;
         c.spawn(f);
@@ -339,6 +355,8 @@ fn a_snapshot_the_follower_cannot_restore_leaves_it_running_until_it_can() {
             .is_some_and(|first| first > behind + 1)
     });
 
+    let leader = leader_of(&c, &live);
+    let events = Events::follow(&[(leader, c.api(leader))]);
     c.env.insert(f, vec![("FLOTILLA_TEST_FAIL_SNAPSHOT_RESTORE".into(), "1".into())]);
     c.spawn(f);
     eventually(Duration::from_secs(60), "the follower refuses the snapshot", || {
@@ -356,9 +374,18 @@ fn a_snapshot_the_follower_cannot_restore_leaves_it_running_until_it_can() {
         "{log}"
     );
     assert_eq!(metric_or_zero(&c, f, "flotilla_snapshots_installed_total"), 0.0);
+    // The follower answers heartbeats again without the snapshot, so the leader offers it
+    // again at once (not after its 40 s snapshot timeout), and it is refused again. The
+    // deadline is half that timeout: passing it means the early offer did not happen.
+    eventually(Duration::from_secs(20), "the leader offers the snapshot again early", || {
+        metric_or_zero(&c, f, "flotilla_snapshot_installs_failed_total") >= 2.0
+    });
+    let again = events.of("snapshot_offered_again", Some(leader));
+    assert!(again.iter().any(|e| e["to"] == json!(f)), "the leader says why: {again:?}");
 
     // Restarted with a state machine that can read the stream, it installs one and
-    // catches up. (The leader offers again once its snapshot timeout passes.)
+    // catches up. (Early offers are limited to one per snapshot timeout, so this time the
+    // leader offers again once its snapshot timeout passes.)
     c.kill9(f);
     c.env.remove(&f);
     c.spawn(f);
