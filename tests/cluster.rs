@@ -56,6 +56,49 @@ fn elect_replicate_and_read(n: u64) {
     assert!(idx.is_some(), "X-Flotilla-Index is on 404 answers too");
 }
 
+/// SIGTERM stops a node gracefully (exit 0). A leader first hands leadership to its most
+/// caught-up voter, so the survivors have a leader at once (the one it named, in a later
+/// term) instead of after an election timeout; a follower just stops.
+#[test]
+fn sigterm_hands_leadership_over_then_exits_0() {
+    use nix::sys::signal::Signal;
+    let mut c = Cluster::start(3, &[]);
+    let all = c.ids();
+    let (leader, term) = c.wait_leader(&all, Duration::from_secs(15));
+    let apis: Vec<String> = all.iter().map(|id| c.api(*id)).collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    assert_eq!(put_retry(&apis, "before-term", "v", deadline), WriteOutcome::Ok);
+
+    c.signal(leader, Signal::SIGTERM);
+    let status = c.wait_exit(leader, Duration::from_secs(10)).expect("the leader exits");
+    let log = c.log_of(leader);
+    assert_eq!(status.code(), Some(0), "a graceful stop: {status:?}\n{log}");
+    let named: u64 = log
+        .lines()
+        .find_map(|l| l.rsplit("node ").next()?.strip_suffix(" leads now")?.parse().ok())
+        .unwrap_or_else(|| panic!("the leader handed over before it stopped:\n{log}"));
+    let live: Vec<u64> = all.iter().copied().filter(|id| *id != leader).collect();
+    // The leader saw the node it named lead before it exited; the survivors agree on it,
+    // in a later term.
+    let mut agreed = None;
+    eventually(Duration::from_secs(5), "the survivors agree on a leader", || {
+        agreed = agreed_leader(&live.iter().map(|id| c.status(*id)).collect::<Vec<_>>());
+        agreed.is_some()
+    });
+    let (now, new_term) = agreed.unwrap();
+    assert_eq!(now, named);
+    assert!(new_term > term);
+    let (st, body, _) = get_key(&c.api(now), "before-term", "linearizable");
+    assert_eq!((st, body.as_str()), (200, "v"));
+
+    let follower = *live.iter().find(|id| **id != now).unwrap();
+    c.signal(follower, Signal::SIGTERM);
+    let status = c.wait_exit(follower, Duration::from_secs(10)).expect("the follower exits");
+    let log = c.log_of(follower);
+    assert_eq!(status.code(), Some(0), "{status:?}\n{log}");
+    assert!(log.contains("SIGTERM: stopping") && !log.contains("handing leadership"), "{log}");
+}
+
 #[test]
 fn three_nodes_elect_one_leader_replicate_and_serve_reads() {
     elect_replicate_and_read(3);

@@ -280,6 +280,13 @@ impl Cluster {
         }
     }
 
+    /// Sends `sig` to node `id`'s process (it must be running).
+    pub fn signal(&self, id: u64, sig: nix::sys::signal::Signal) {
+        let child = self.nodes[&id].child.as_ref().expect("node is running");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, sig).expect("signalling the node");
+    }
+
     pub fn api(&self, id: u64) -> String {
         let scheme = if self.https { "https" } else { "http" };
         format!("{scheme}://{}", self.nodes[&id].api)

@@ -188,7 +188,36 @@ fn mark_removed(data_dir: &std::path::Path) -> std::io::Result<()> {
     std::fs::File::open(data_dir)?.sync_all()
 }
 
-/// Runs the node until it is removed from the cluster (exit 0) or fails (exit 1).
+/// On a leader that is stopping: hands leadership to the voter with the highest match
+/// index (waiting for it to catch up first if it must, at most a few election timeouts;
+/// see `NodeHandle::transfer_leader`). Anything else has nothing to hand over.
+async fn hand_leadership_over(handle: &flotilla_node::NodeHandle, me: NodeId) {
+    let st = handle.status().await;
+    if st["role"] != "leader" {
+        return;
+    }
+    let successor = st["replication"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["voter"] == true)
+        .max_by_key(|p| p["match_index"].as_u64().unwrap_or(0))
+        .and_then(|p| p["id"].as_u64());
+    let Some(to) = successor else {
+        eprintln!("flotilla node {me}: leading with no other voter: nothing to hand over");
+        return;
+    };
+    eprintln!("flotilla node {me}: handing leadership to node {to} before stopping");
+    match handle.transfer_leader(NodeId(to)).await {
+        Ok(to) => eprintln!("flotilla node {me}: node {to} leads now"),
+        Err(e) => eprintln!(
+            "flotilla node {me}: the hand-over to node {to} failed ({e:?}); stopping anyway"
+        ),
+    }
+}
+
+/// Runs the node until it is removed from the cluster (exit 0), is stopped by SIGTERM or
+/// SIGINT (exit 0), or fails (exit 1).
 pub fn run(cfg: NodeConfig, http_threads: usize) -> Result<()> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating {:?}", cfg.data_dir))?;
@@ -252,9 +281,31 @@ pub fn run(cfg: NodeConfig, http_threads: usize) -> Result<()> {
             let tls = flotilla_kv::client::tls_config(ca.as_deref())?;
             crate::join::spawn_join(url, cfg.id, raft, api, cfg.admin_token.clone(), tls);
         }
+        // SIGTERM (what systemd, Kubernetes and `docker stop` send) and SIGINT stop the node
+        // gracefully: a leader first hands leadership to its most caught-up voter, so the
+        // cluster does not sit out an election timeout. A second signal stops it at once.
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM")?;
+        let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT")?;
         // Leave when this node is removed from the cluster (INTERFACE.md).
         loop {
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            let name = tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => None,
+                _ = sigterm.recv() => Some("SIGTERM"),
+                _ = sigint.recv() => Some("SIGINT"),
+            };
+            if let Some(name) = name {
+                let hand_over = hand_leadership_over(&handle, cfg.id);
+                tokio::select! {
+                    () = hand_over => {}
+                    _ = sigterm.recv() => eprintln!("flotilla node {}: second signal", cfg.id),
+                    _ = sigint.recv() => eprintln!("flotilla node {}: second signal", cfg.id),
+                }
+                eprintln!("flotilla node {}: {name}: stopping", cfg.id);
+                let stop = server_handle.stop(true);
+                let _ = tokio::time::timeout(Duration::from_secs(1), stop).await;
+                return Ok(());
+            }
             let st = handle.status().await;
             if st["removed"].as_bool() == Some(true) {
                 eprintln!("flotilla node {}: removed from the cluster; exiting", cfg.id);
