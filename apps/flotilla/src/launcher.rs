@@ -193,6 +193,13 @@ impl Launcher {
         Ok(())
     }
 
+    /// SIGTERM (after SIGCONT, in case it is paused): a graceful stop; the node hands
+    /// leadership over if it leads, then exits 0. Reap it with [`Launcher::reap`].
+    pub fn stop(&self, id: u64) -> Result<()> {
+        self.signal(id, Signal::SIGCONT).ok();
+        self.signal(id, Signal::SIGTERM)
+    }
+
     /// SIGSTOP: a long GC pause.
     pub fn pause(&self, id: u64) -> Result<()> {
         self.signal(id, Signal::SIGSTOP)
@@ -216,8 +223,9 @@ impl Launcher {
         gone
     }
 
-    /// Stops every node: SIGTERM is not handled by nodes specially, so SIGKILL after
-    /// resuming paused ones; all children are reaped.
+    /// Stops every node at once: SIGKILL after resuming paused ones (every acknowledged
+    /// write is already durable, and SIGTERM's graceful stop would only pass leadership
+    /// around among nodes that are all stopping); all children are reaped.
     pub fn stop_all(&mut self) {
         let ids: Vec<u64> = self.children.keys().copied().collect();
         for id in ids {

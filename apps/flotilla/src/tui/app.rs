@@ -114,6 +114,8 @@ pub enum ProcEvent {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     Kill(u64),
+    /// SIGTERM: a graceful stop (a leader hands leadership over first).
+    Stop(u64),
     Pause(u64),
     Resume(u64),
     /// Kill if running, then start again with the same data dir.
@@ -143,6 +145,7 @@ impl Action {
     pub fn describe(&self) -> String {
         match self {
             Action::Kill(id) => format!("kill -9 n{id}"),
+            Action::Stop(id) => format!("stop n{id} (SIGTERM)"),
             Action::Pause(id) => format!("pause n{id} (SIGSTOP)"),
             Action::Resume(id) => format!("resume n{id} (SIGCONT)"),
             Action::Restart(id) => format!("restart n{id}"),
@@ -579,9 +582,11 @@ pub fn update(app: &mut App, ev: AppEvent) -> Vec<Action> {
     // Actions taken are part of the story.
     for a in &out {
         let (node, kind) = match a {
-            Action::Kill(id) | Action::Pause(id) | Action::Restart(id) | Action::Resume(id) => {
-                (Some(*id), TimelineKind::Process)
-            }
+            Action::Kill(id)
+            | Action::Stop(id)
+            | Action::Pause(id)
+            | Action::Restart(id)
+            | Action::Resume(id) => (Some(*id), TimelineKind::Process),
             Action::Isolate(id) | Action::Heal(id) => (Some(*id), TimelineKind::Fault),
             _ => (None, TimelineKind::Info),
         };
@@ -745,6 +750,10 @@ fn on_key(app: &mut App, k: KeyEvent, out: &mut Vec<Action>) {
         }
         KeyCode::Char('k') => match node.as_ref().and_then(NodeView::pid) {
             Some(_) => out.push(Action::Kill(sel)),
+            None => app.say(format!("n{sel} is not running"), false),
+        },
+        KeyCode::Char('x') => match node.as_ref().and_then(NodeView::pid) {
+            Some(_) => out.push(Action::Stop(sel)),
             None => app.say(format!("n{sel} is not running"), false),
         },
         KeyCode::Char('K') => match leader {
@@ -1080,8 +1089,17 @@ fn on_proc(app: &mut App, p: ProcEvent) {
             };
             let Some(n) = app.nodes.get_mut(&id) else { return };
             n.status = None;
+            if code == Some(0) && log_tail.ends_with("stopping") {
+                // A graceful stop (SIGTERM or SIGINT, from `x` or from outside): down by
+                // request, so no automatic restart.
+                n.proc = Proc::Down { why: "stopped".into() };
+                n.restart_at = None;
+                app.note(at, Some(id), K::Process, "stopped gracefully (exit code 0)");
+                app.leader_lost_if(id, at, format!("n{id} stopped"));
+                return;
+            }
             if code == Some(0) {
-                // Only a removed node exits 0 (INTERFACE.md): it left the cluster.
+                // A removed node exits 0 too (INTERFACE.md): it left the cluster.
                 n.proc = Proc::Left;
                 app.note(at, Some(id), K::Membership, "left the cluster and exited");
                 if app.selected == id {

@@ -192,6 +192,7 @@ impl Driver {
         };
         let sent = match &a {
             Action::Kill(id) => sup(self, SupCmd::Kill(*id)),
+            Action::Stop(id) => sup(self, SupCmd::Stop(*id)),
             Action::Pause(id) => sup(self, SupCmd::Pause(*id)),
             Action::Resume(id) => sup(self, SupCmd::Resume(*id)),
             Action::Restart(id) => sup(self, SupCmd::Restart(*id)),

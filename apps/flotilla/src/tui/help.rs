@@ -7,10 +7,11 @@ use ratatui::widgets::{Block, Borders, Clear, Paragraph, Widget};
 
 use super::theme;
 
-pub const KEYS: [(&str, &str); 18] = [
+pub const KEYS: [(&str, &str); 19] = [
     ("↑ ↓ Tab 1-9", "select a node"),
     ("k", "kill -9 the selected node"),
     ("K", "kill -9 the leader"),
+    ("x", "stop it (SIGTERM: a leader hands over)"),
     ("p", "pause / resume it (SIGSTOP / SIGCONT)"),
     ("r", "restart it (start it if down)"),
     ("i", "isolate / heal it (faults API)"),

@@ -44,6 +44,8 @@ pub fn kill_all_children_now() {
 
 pub enum SupCmd {
     Kill(u64),
+    /// SIGTERM; the exit is reaped like any other.
+    Stop(u64),
     Pause(u64),
     Resume(u64),
     Restart(u64),
@@ -106,6 +108,12 @@ fn run(l: &mut Launcher, log_dir: &Path, rx: &Receiver<SupCmd>, tx: &Sender<AppE
     loop {
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(SupCmd::Kill(id)) => kill(l, id, tx),
+            Ok(SupCmd::Stop(id)) => {
+                if let Err(e) = l.stop(id) {
+                    let error = format!("stop n{id}: {e:#}");
+                    let _ = tx.send(AppEvent::Proc(ProcEvent::Failed { id, at: now_ms(), error }));
+                }
+            }
             Ok(SupCmd::Pause(id)) => {
                 let ev = match l.pause(id) {
                     Ok(()) => ProcEvent::Paused { id, at: now_ms() },

@@ -106,7 +106,7 @@ fn render_title(app: &App, area: Rect, buf: &mut Buffer) {
 }
 
 /// Key hints, shortest first to drop when the line is narrow.
-const HINTS: [(&str, &str); 12] = [
+const HINTS: [(&str, &str); 13] = [
     ("k", "kill"),
     ("p", "pause"),
     ("r", "restart"),
@@ -119,6 +119,7 @@ const HINTS: [(&str, &str); 12] = [
     ("a", "add"),
     ("d", "remove"),
     ("K", "kill leader"),
+    ("x", "stop"),
 ];
 
 fn render_footer(app: &App, area: Rect, buf: &mut Buffer) {

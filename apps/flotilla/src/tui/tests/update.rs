@@ -190,6 +190,31 @@ fn a_removed_node_that_exits_cleanly_leaves_the_picture() {
 }
 
 #[test]
+fn a_node_stopped_with_sigterm_is_down_and_not_restarted() {
+    let mut a = steady3();
+    a.selected = 1;
+    assert_eq!(key(&mut a, 'x'), vec![Action::Stop(1)], "x stops the selected node");
+    // The leader handed over before it exited: n2 leads term 3.
+    let t = a.now;
+    elected(&mut a, 2, 3, t + 20);
+    let ev = ProcEvent::Exited {
+        id: 1,
+        at: t + 30,
+        code: Some(0),
+        signal: None,
+        log_tail: "flotilla node 1: SIGTERM: stopping".into(),
+    };
+    update(&mut a, AppEvent::Proc(ev));
+    assert!(matches!(&a.nodes[&1].proc, Proc::Down { why } if why == "stopped"));
+    assert_eq!(a.visible().count(), 3, "still a member, only stopped");
+    assert_eq!(a.cluster.leader, Some(2));
+    assert!(a.timeline.iter().any(|e| e.text.contains("stopped gracefully")));
+    let later = a.now + 5_000;
+    assert!(tick(&mut a, later).is_empty(), "a requested stop is not restarted");
+    assert_eq!(key(&mut a, 'r'), vec![Action::Restart(1)]);
+}
+
+#[test]
 fn keys_act_on_the_selected_node_or_the_leader() {
     let mut a = steady3();
     assert_eq!(key(&mut a, '3'), vec![]);
