@@ -326,6 +326,9 @@ impl RaftCore {
             pr.next_index = pr.match_index.next();
             self.event(Event::SnapshotOfferedAgain { to: from, index: lost });
             self.replicate_to(from);
+            self.maybe_commit();
+            // The answer still acknowledges its heartbeat round (`acked_seq` above).
+            self.check_reads();
             return;
         }
         if success {
