@@ -492,6 +492,15 @@ fn measure_snapshot_build_write_latency_and_learner_catch_up() {
         promoted_in.unwrap_or_default().as_secs_f64(),
         caught_up_in.unwrap_or_default().as_secs_f64(),
     );
+    // How late each node's raft loop ran at worst (the leader's heartbeats with it).
+    for id in all.iter().copied().chain([4]) {
+        eprintln!(
+            "node {id}: raft loop stalls {}, longest {} ms; leader changes seen {}",
+            metric_or_zero(&c, id, "flotilla_raft_loop_stalls_total"),
+            metric_or_zero(&c, id, "flotilla_raft_loop_longest_stall_ms"),
+            metric_or_zero(&c, id, "flotilla_leader_changes_total"),
+        );
+    }
 }
 
 /// Writes `n` keys with 100-byte values through `api` (the leader) with `writers` threads.

@@ -27,12 +27,15 @@ pub struct Metrics {
     pub events_lagged: AtomicU64,
     pub requests_forwarded: AtomicU64,
     pub forward_failures: AtomicU64,
+    pub loop_stalls: AtomicU64,
+    /// A gauge: the longest gap between two ticks counted in `loop_stalls`.
+    pub longest_loop_stall_ms: AtomicU64,
 }
 
 impl Metrics {
     /// Renders the counters plus the gauges given by the caller.
     pub fn render(&self, gauges: &[(&str, &str, f64)]) -> String {
-        let counters: [(&str, &str, &AtomicU64); 22] = [
+        let counters: [(&str, &str, &AtomicU64); 23] = [
             (
                 "flotilla_proposals_total",
                 "commands proposed on this node as leader",
@@ -123,6 +126,11 @@ impl Metrics {
                 "forwarded requests that got no answer from the leader (503 or 504)",
                 &self.forward_failures,
             ),
+            (
+                "flotilla_raft_loop_stalls_total",
+                "ticks that came over half the shortest election timeout late (loop busy)",
+                &self.loop_stalls,
+            ),
         ];
         let mut out = String::new();
         for (name, help, v) in counters {
@@ -132,7 +140,13 @@ impl Metrics {
                 v.load(Ordering::Relaxed)
             );
         }
-        for (name, help, v) in gauges {
+        let longest = self.longest_loop_stall_ms.load(Ordering::Relaxed) as f64;
+        let own = [(
+            "flotilla_raft_loop_longest_stall_ms",
+            "the longest of those stalls since start, in milliseconds",
+            longest,
+        )];
+        for (name, help, v) in own.iter().chain(gauges) {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
         out

@@ -71,6 +71,9 @@ pub struct RaftActor {
     /// answer the leader before the configuration that names it has reached it.
     pub(crate) seeds: BTreeMap<NodeId, String>,
     last_peer_sync: Instant,
+    /// When the last `Tick` was handled: a long gap means this loop was busy and the
+    /// heartbeats (and the core's timers) ran that late.
+    last_tick: Instant,
 }
 
 impl RaftActor {
@@ -114,6 +117,7 @@ impl RaftActor {
             snapshots: SnapshotState::new(snapshot_dir),
             seeds: BTreeMap::new(),
             last_peer_sync: Instant::now(),
+            last_tick: Instant::now(),
         }
     }
 
@@ -143,6 +147,7 @@ impl RaftActor {
                 Command::SendSnapshot { to, meta } => self.start_snapshot_send(to, meta, ctx),
                 Command::InstallSnapshot { meta } => self.install_snapshot(meta, ctx),
                 Command::PurgeLog { upto } => self.log.purge.do_send(Purge(upto)),
+                Command::Release(entries) => release_elsewhere(entries),
                 Command::ReadReady { id, index } => {
                     if let Some(tx) = self.reads.remove(&id) {
                         self.shared.metrics.reads.fetch_add(1, Ordering::Relaxed);
@@ -244,6 +249,27 @@ impl RaftActor {
                 Err(e) => fatal(&format!("log actor unreachable: {e}")),
             }
         }));
+    }
+
+    /// Counts a stall when this tick comes more than half the shortest election timeout
+    /// after the previous one: a leader's heartbeats were that late, and its followers'
+    /// election timers that much closer to firing (etcd warns of the same thing as "leader
+    /// failed to send out heartbeat on time").
+    fn note_tick_gap(&mut self) {
+        let gap = self.last_tick.elapsed();
+        self.last_tick = Instant::now();
+        let gap_ms = gap.as_millis() as u64;
+        if gap_ms * 2 <= self.cfg.election_timeout_ms.0.max(2 * self.cfg.tick_ms) {
+            return;
+        }
+        let m = &self.shared.metrics;
+        m.loop_stalls.fetch_add(1, Ordering::Relaxed);
+        m.longest_loop_stall_ms.fetch_max(gap_ms, Ordering::Relaxed);
+        tracing::warn!(
+            gap_ms,
+            role = ?self.core.role(),
+            "the raft loop was busy for {gap_ms} ms: heartbeats and timers ran late"
+        );
     }
 
     pub(crate) fn send_wire(&mut self, to: NodeId, msg: WireMessage) {
@@ -394,6 +420,22 @@ fn membership_json(m: &Map<String, Value>) -> Value {
 
 /// The node cannot keep its promises (a disk write failed): say why and exit, so the
 /// launcher restarts it and recovery decides what is durable.
+/// Frees entries the core let go of on a thread of their own. After a snapshot of a long
+/// log they are a million small buffers, and freeing them here stalled this loop (and so
+/// the leader's heartbeats) for 120–240 ms on a 1M-entry log, long enough for a follower's
+/// election timer. Snapshots are rare, so a thread each is cheap; if one cannot be spawned
+/// the entries are freed here (the closure is dropped with them).
+fn release_elsewhere(entries: flotilla_raft::ReleasedEntries) {
+    if entries.len() < RELEASE_INLINE_BELOW {
+        return;
+    }
+    let _ =
+        std::thread::Builder::new().name("flotilla-release".into()).spawn(move || drop(entries));
+}
+
+/// Fewer entries than this are freed in place: well under a millisecond.
+const RELEASE_INLINE_BELOW: usize = 1024;
+
 pub(crate) fn fatal(why: &str) -> ! {
     tracing::error!("fatal: {why}");
     eprintln!("flotilla node: fatal: {why}");
@@ -484,6 +526,7 @@ pub struct MemberFacts {
 impl Handler<Tick> for RaftActor {
     type Result = ();
     fn handle(&mut self, _: Tick, ctx: &mut Context<Self>) {
+        self.note_tick_gap();
         self.core.tick();
         self.maybe_auto_snapshot(ctx);
         // Links follow the core's replication targets, which change without an event

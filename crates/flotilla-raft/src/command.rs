@@ -16,6 +16,8 @@
 //! After an `AppendLog` is durable the caller reports it with `log_persisted(last index,
 //! last term)`. `Apply` only ever hands out entries that are committed *and* durable here.
 
+use std::collections::VecDeque;
+
 use serde::{Deserialize, Serialize};
 
 use crate::membership::Membership;
@@ -48,12 +50,40 @@ pub enum Command {
     InstallSnapshot { meta: SnapshotMeta },
     /// Entries with index <= `upto` (inclusive) may be deleted: a snapshot covers them.
     PurgeLog { upto: LogIndex },
+    /// In-memory entries the core let go of (compacted under a snapshot, or replaced by an
+    /// installed one). Dropping them is the caller's only duty, but after a large snapshot
+    /// that is a million frees: a runtime whose loop also sends heartbeats should free them
+    /// on another thread. Carries nothing the persistence contract depends on.
+    Release(ReleasedEntries),
     /// The read `id` may be served once the state machine has applied `index`.
     ReadReady { id: u64, index: LogIndex },
     /// The read `id` cannot be served here (leadership changed or was never confirmed).
     ReadFailed { id: u64, error: ReadFailure },
     /// Something a person or the TUI wants to see.
     Event(Event),
+}
+
+/// Entries handed back by the core to be freed (see [`Command::Release`]). Shows as its
+/// length and index range only.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ReleasedEntries(pub VecDeque<Entry>);
+
+impl ReleasedEntries {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for ReleasedEntries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.0.front(), self.0.back()) {
+            (Some(a), Some(b)) => write!(f, "ReleasedEntries({}..={})", a.index, b.index),
+            _ => write!(f, "ReleasedEntries(none)"),
+        }
+    }
 }
 
 /// Why a pending read failed.

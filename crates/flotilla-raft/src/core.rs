@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 
-use crate::command::{Command, Event, ReadFailure, Role, StepDownReason};
+use crate::command::{Command, Event, ReadFailure, ReleasedEntries, Role, StepDownReason};
 use crate::config::Config;
 use crate::error::RaftError;
 use crate::log::RaftLog;
@@ -364,6 +364,13 @@ impl RaftCore {
 
     pub(crate) fn emit(&mut self, cmd: Command) {
         self.out.push(cmd);
+    }
+
+    /// Hands entries the log let go of to the caller to free (`Command::Release`).
+    pub(crate) fn release(&mut self, entries: std::collections::VecDeque<Entry>) {
+        if !entries.is_empty() {
+            self.out.push(Command::Release(ReleasedEntries(entries)));
+        }
     }
 
     pub(crate) fn event(&mut self, ev: Event) {

@@ -81,7 +81,7 @@ mod transfer;
 pub mod types;
 mod validate;
 
-pub use command::{Command, Event, ReadFailure, Role, StepDownReason};
+pub use command::{Command, Event, ReadFailure, ReleasedEntries, Role, StepDownReason};
 #[cfg(feature = "broken-variants")]
 pub use config::Broken;
 pub use config::Config;

@@ -145,27 +145,31 @@ impl RaftLog {
         self.slice(from, self.last_index(), usize::MAX)
     }
 
-    /// Drops entries up to `upto` (inclusive) from memory.
-    pub(crate) fn purge(&mut self, upto: LogIndex) {
+    /// Takes entries up to `upto` (inclusive) out of the log and returns them, so the
+    /// caller decides where they are freed (see [`crate::Command::Release`]).
+    pub(crate) fn purge(&mut self, upto: LogIndex) -> VecDeque<Entry> {
         if upto <= self.start.0 {
-            return;
+            return VecDeque::new();
         }
         let upto = upto.min(self.applied);
-        let Some(term) = self.term(upto) else { return };
-        let n = (upto.0 - self.start.0.0) as usize;
-        self.entries.drain(..n.min(self.entries.len()));
+        let Some(term) = self.term(upto) else { return VecDeque::new() };
+        let n = ((upto.0 - self.start.0.0) as usize).min(self.entries.len());
+        // Moves only the kept tail; the purged prefix leaves in its own allocation.
+        let kept = self.entries.split_off(n);
         self.start = (upto, term);
+        std::mem::replace(&mut self.entries, kept)
     }
 
-    /// Replaces everything with an installed snapshot.
-    pub(crate) fn reset_to_snapshot(&mut self, meta: SnapshotMeta) {
-        self.entries.clear();
+    /// Replaces everything with an installed snapshot; returns the entries that were held.
+    pub(crate) fn reset_to_snapshot(&mut self, meta: SnapshotMeta) -> VecDeque<Entry> {
+        let released = std::mem::take(&mut self.entries);
         self.start = (meta.last_index, meta.last_term);
         self.committed = self.committed.max(meta.last_index);
         self.applied = meta.last_index;
         self.stable = meta.last_index;
         self.unpersisted_from = meta.last_index.next();
         self.snapshot = meta;
+        released
     }
 
     /// The latest configuration in the log at or below `upto`, else the snapshot's.

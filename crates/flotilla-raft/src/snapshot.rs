@@ -45,8 +45,9 @@ impl RaftCore {
         let upto = LogIndex(meta.last_index.0.saturating_sub(self.cfg.compaction_keep_entries));
         self.log.snapshot = meta;
         if upto > self.log.start.0 {
-            self.log.purge(upto);
+            let released = self.log.purge(upto);
             self.emit(Command::PurgeLog { upto: self.log.start.0 });
+            self.release(released);
         }
         self.debug_validate_pub();
     }
@@ -120,7 +121,8 @@ impl RaftCore {
             return;
         }
         if meta.last_index > self.log.committed {
-            self.log.reset_to_snapshot(meta.clone());
+            let released = self.log.reset_to_snapshot(meta.clone());
+            self.release(released);
             self.refresh_membership();
             self.event(Event::SnapshotInstalled { index: meta.last_index, term: meta.last_term });
         }
@@ -196,6 +198,65 @@ mod tests {
         assert_eq!(f.applied_index(), LogIndex(3));
         assert_eq!(f.snapshot_meta_for(LogIndex(2)), Err(RaftError::Unavailable(LogIndex(2))));
         assert_eq!(f.snapshot_meta_for(LogIndex(3)).map(|m| m.membership), Ok(joined));
+    }
+
+    /// Compaction and installs hand the entries they let go of to the runtime
+    /// (`Command::Release`) instead of freeing them inside the core: the runtime frees a
+    /// large log off its event loop. Exactly the entries that left the log are released.
+    #[test]
+    fn compaction_and_install_release_exactly_the_entries_they_drop() {
+        let (leader, me) = (NodeId(1), NodeId(2));
+        let members = Membership::with_voters([leader, me, NodeId(3)]);
+        let init = InitialState { bootstrap: members.clone(), ..Default::default() };
+        let mut cfg = Config::new(me, 1);
+        cfg.compaction_keep_entries = 5;
+        let mut f = RaftCore::new(cfg, init);
+        let entries: Vec<Entry> = (1..=30)
+            .map(|i| Entry {
+                term: Term(1),
+                index: LogIndex(i),
+                payload: EntryPayload::Command(bytes::Bytes::from(vec![i as u8; 8])),
+            })
+            .collect();
+        let append = MessageBody::AppendEntries {
+            prev_log_index: LogIndex(0),
+            prev_log_term: Term(0),
+            entries: entries.clone(),
+            leader_commit: LogIndex(30),
+            read_seq: 0,
+        };
+        f.step(Message { from: leader, to: me, term: Term(1), body: append });
+        f.log_persisted(LogIndex(30), Term(1));
+        f.take_commands();
+        let released = |cmds: &[Command]| -> Vec<Entry> {
+            let r: Vec<&ReleasedEntries> = cmds
+                .iter()
+                .filter_map(|c| if let Command::Release(r) = c { Some(r) } else { None })
+                .collect();
+            assert!(r.len() <= 1, "one release per compaction: {cmds:?}");
+            r.first().map(|r| r.0.iter().cloned().collect()).unwrap_or_default()
+        };
+
+        f.snapshot_built(f.snapshot_meta_for(LogIndex(20)).expect("applied"));
+        let cmds = f.take_commands();
+        assert!(cmds.contains(&Command::PurgeLog { upto: LogIndex(15) }), "{cmds:?}");
+        assert_eq!(released(&cmds), entries[..15].to_vec(), "1..=15 left the log");
+        assert_eq!(f.log.start.0, LogIndex(15));
+        assert_eq!(f.log.slice(LogIndex(16), LogIndex(30), usize::MAX), entries[15..].to_vec());
+
+        let later =
+            SnapshotMeta { last_index: LogIndex(40), last_term: Term(1), membership: members };
+        let body = MessageBody::InstallSnapshot { meta: later.clone() };
+        f.step(Message { from: leader, to: me, term: Term(1), body });
+        f.take_commands();
+        f.snapshot_installed(later);
+        let cmds = f.take_commands();
+        assert_eq!(released(&cmds), entries[15..].to_vec(), "the rest left on install");
+        assert_eq!(f.last_index(), LogIndex(40));
+
+        // Nothing left to let go of: no empty release.
+        f.snapshot_built(f.snapshot_meta_for(LogIndex(40)).expect("installed"));
+        assert!(released(&f.take_commands()).is_empty());
     }
 
     /// A snapshot the runtime failed to install leaves the follower as it was and not

@@ -610,6 +610,8 @@ impl Sim {
                 }
             }
             Command::PurgeLog { upto } => self.enqueue_disk(id, DiskOp::Purge(upto)),
+            // Memory only: freed here, at once.
+            Command::Release(_) => {}
             Command::ReadReady { id: rid, index } => {
                 let node = self.node_mut(id).expect("running");
                 if let Some(r) = node.reads.remove(&rid) {

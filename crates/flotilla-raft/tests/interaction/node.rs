@@ -196,7 +196,10 @@ impl Node {
                 }
                 self.disk.purge(*upto)?;
             }
-            Command::ReadReady { .. } | Command::ReadFailed { .. } | Command::Event(_) => {}
+            Command::ReadReady { .. }
+            | Command::ReadFailed { .. }
+            | Command::Release(_)
+            | Command::Event(_) => {}
         }
         Ok(Effect::None)
     }
