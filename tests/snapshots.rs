@@ -429,7 +429,7 @@ fn measure_snapshot_build_write_latency_and_learner_catch_up() {
     eprintln!("no snapshot: {}", summary(&quiet));
 
     // The same load while the leader builds a snapshot of everything.
-    let (snap, during) = {
+    let (snap, during, after) = {
         let api2 = api.clone();
         let snapper = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_secs(2));
@@ -445,10 +445,14 @@ fn measure_snapshot_build_write_latency_and_learner_catch_up() {
             .filter(|(at, d)| *at + *d >= started && *at <= started + took)
             .map(|(_, d)| *d)
             .collect();
-        (json!({"answer": v, "build_ms": took.as_millis() as u64}), during)
+        // The log compaction (purge) runs once the snapshot is recorded.
+        let after: Vec<Duration> =
+            lat.iter().filter(|(at, _)| *at > started + took).map(|(_, d)| *d).collect();
+        (json!({"answer": v, "build_ms": took.as_millis() as u64}), during, after)
     };
     eprintln!("snapshot: {snap}");
     eprintln!("during the snapshot: {}", summary_of(&during));
+    eprintln!("in the 2 s after it (log compaction): {}", summary_of(&after));
 
     // A new node joins: learner, catch-up, promotion. Every member compacts first, so the
     // learner catches up by snapshot whoever leads by then.

@@ -86,8 +86,10 @@ pub struct WriteDone {
     pub micros: u64,
 }
 
+/// Delete the stored entries up to this index (inclusive). Answers where the log starts
+/// now (the index before its first entry).
 #[derive(Message)]
-#[rtype(result = "Result<(), LogError>")]
+#[rtype(result = "Result<LogIndex, LogError>")]
 pub struct Purge(pub LogIndex);
 
 #[derive(Message)]
@@ -146,9 +148,11 @@ impl<P> Handler<Purge> for LogActor<P>
 where
     Self: Actor,
 {
-    type Result = Result<(), LogError>;
+    type Result = Result<LogIndex, LogError>;
     fn handle(&mut self, p: Purge, _: &mut <Self as Actor>::Context) -> Self::Result {
-        self.store().purge(p.0)
+        let mut store = self.store();
+        store.purge(p.0)?;
+        Ok(store.first_index().prev())
     }
 }
 
