@@ -320,11 +320,16 @@ impl RaftActor {
         let m = &self.shared.metrics;
         m.loop_stalls.fetch_add(1, Ordering::Relaxed);
         m.longest_loop_stall_ms.fetch_max(gap_ms, Ordering::Relaxed);
+        let role = self.core.role();
         tracing::warn!(
             gap_ms,
-            role = ?self.core.role(),
-            "the raft loop was busy for {gap_ms} ms: heartbeats and timers ran late"
+            ?role,
+            "the raft loop ran {gap_ms} ms late (busy or stopped): heartbeats and timers with it"
         );
+        let mut d = Map::new();
+        d.insert("gap_ms".into(), json!(gap_ms));
+        d.insert("role".into(), json!(role));
+        self.shared.emit("loop_stalled", d);
     }
 
     pub(crate) fn send_wire(&mut self, to: NodeId, msg: WireMessage) {

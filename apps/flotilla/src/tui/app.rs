@@ -240,6 +240,8 @@ pub struct NodeView {
     /// heard), so the bar may move on between polls. While heartbeats reset it every few
     /// tens of ms, moving it on would draw a sawtooth that is not there.
     pub timer_free: bool,
+    /// When we last resumed it from a pause (SIGCONT).
+    pub resumed_at: Option<Ms>,
 }
 
 impl NodeView {
@@ -259,7 +261,14 @@ impl NodeView {
             removing: false,
             removed_at: None,
             timer_free: false,
+            resumed_at: None,
         }
+    }
+
+    /// We resumed it from a pause within the `gap_ms` before `at` (give or take a second
+    /// of clock and delivery skew): a late tick it reports then is the pause itself.
+    pub fn was_paused_within(&self, at: Ms, gap_ms: u64) -> bool {
+        self.resumed_at.is_some_and(|r| r + 1_000 >= at.saturating_sub(gap_ms) && r <= at + 1_000)
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -985,6 +994,13 @@ fn on_node_event(app: &mut App, e: NodeEvent) {
             let text = format!("could not restore snapshot @{snapshot_index}: {error}");
             app.note(at, Some(id), K::Error, text);
         }
+        EventKind::LoopStalled { gap_ms, role } => {
+            // A paused node reports its pause when it resumes: that is no news.
+            if !app.nodes.get(&id).is_some_and(|n| n.was_paused_within(at, gap_ms)) {
+                let text = format!("raft loop {gap_ms} ms late as {role}: heartbeats too");
+                app.note(at, Some(id), K::Error, text);
+            }
+        }
         EventKind::FaultsSet { faults } => {
             if let Some(n) = app.nodes.get_mut(&id) {
                 n.isolated = faults.isolate;
@@ -1076,6 +1092,7 @@ fn on_proc(app: &mut App, p: ProcEvent) {
                 && let Proc::Paused { pid } = n.proc
             {
                 n.proc = Proc::Running { pid };
+                n.resumed_at = Some(at);
                 // Its last status is from before the pause: wait for a fresh one.
                 n.status_at = at;
             }

@@ -203,6 +203,12 @@ pub enum EventKind {
         #[serde(default)]
         error: String,
     },
+    LoopStalled {
+        #[serde(default)]
+        gap_ms: u64,
+        #[serde(default)]
+        role: String,
+    },
     FaultsSet {
         #[serde(default)]
         faults: FaultsEvent,

@@ -415,3 +415,28 @@ fn a_refused_snapshot_shows_as_an_error_with_its_reason() {
     assert_eq!(last.text, "could not restore snapshot @40: bad stream");
     assert_eq!(last.kind, TimelineKind::Error);
 }
+
+#[test]
+fn a_late_raft_loop_shows_as_an_error_unless_we_paused_the_node() {
+    let mut a = steady3();
+    let t = a.now;
+    let stalled = |gap: u64| -> EventKind {
+        serde_json::from_value(serde_json::json!({
+            "kind": "loop_stalled", "gap_ms": gap, "role": "leader"
+        }))
+        .unwrap()
+    };
+    event(&mut a, 1, 2, t + 10, stalled(243));
+    let last = a.timeline.back().unwrap();
+    assert_eq!(last.text, "raft loop 243 ms late as leader: heartbeats too");
+    assert_eq!(last.kind, TimelineKind::Error);
+
+    // Paused for 5 s and resumed: its first tick is 5 s late, which is the pause.
+    a.nodes.get_mut(&2).unwrap().resumed_at = Some(t + 6_000);
+    let before = a.timeline.len();
+    event(&mut a, 2, 2, t + 6_005, stalled(5_000));
+    assert_eq!(a.timeline.len(), before, "no line for the pause");
+    // Much later, a real stall on the same node shows again.
+    event(&mut a, 2, 2, t + 60_000, stalled(120));
+    assert_eq!(a.timeline.len(), before + 1);
+}
