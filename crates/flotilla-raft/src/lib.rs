@@ -56,6 +56,7 @@
 //! 3. `Apply` hands out committed, locally durable entries, in index order, without gaps.
 //! 4. `SendSnapshot`, `InstallSnapshot`, `PurgeLog`: see [`Command`].
 //! 5. `ReadReady { id, index }`: answer read `id` once the state machine applied `index`.
+//! 6. `Release`: entries the core let go of; free them, off the event loop when many.
 //!
 //! ## Where things are
 //!
