@@ -478,8 +478,6 @@ fn membership_json(m: &Map<String, Value>) -> Value {
     json!({"voters": voters, "outgoing": outgoing, "learners": learners})
 }
 
-/// The node cannot keep its promises (a disk write failed): say why and exit, so the
-/// launcher restarts it and recovery decides what is durable.
 /// Frees entries the core let go of on a thread of their own. After a snapshot of a long
 /// log they are a million small buffers, and freeing them here stalled this loop (and so
 /// the leader's heartbeats) for 120–240 ms on a 1M-entry log, long enough for a follower's
@@ -496,6 +494,8 @@ fn release_elsewhere(entries: flotilla_raft::ReleasedEntries) {
 /// Fewer entries than this are freed in place: well under a millisecond.
 const RELEASE_INLINE_BELOW: usize = 1024;
 
+/// The node cannot keep its promises (a disk write failed): say why and exit, so the
+/// launcher restarts it and recovery decides what is durable.
 pub(crate) fn fatal(why: &str) -> ! {
     tracing::error!("fatal: {why}");
     eprintln!("flotilla node: fatal: {why}");
