@@ -311,9 +311,9 @@ impl RaftActor {
     /// election timers that much closer to firing (etcd warns of the same thing as "leader
     /// failed to send out heartbeat on time").
     fn note_tick_gap(&mut self) {
-        let gap = self.last_tick.elapsed();
-        self.last_tick = Instant::now();
-        let gap_ms = gap.as_millis() as u64;
+        let now = Instant::now();
+        let gap_ms = now.duration_since(self.last_tick).as_millis() as u64;
+        self.last_tick = now;
         if gap_ms * 2 <= self.cfg.election_timeout_ms.0.max(2 * self.cfg.tick_ms) {
             return;
         }

@@ -75,13 +75,17 @@ impl ReleasedEntries {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+    /// The first and last index released, if any.
+    pub fn range(&self) -> Option<(LogIndex, LogIndex)> {
+        Some((self.0.front()?.index, self.0.back()?.index))
+    }
 }
 
 impl std::fmt::Debug for ReleasedEntries {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match (self.0.front(), self.0.back()) {
-            (Some(a), Some(b)) => write!(f, "ReleasedEntries({}..={})", a.index, b.index),
-            _ => write!(f, "ReleasedEntries(none)"),
+        match self.range() {
+            Some((a, b)) => write!(f, "ReleasedEntries({a}..={b})"),
+            None => write!(f, "ReleasedEntries(none)"),
         }
     }
 }

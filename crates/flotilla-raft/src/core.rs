@@ -367,7 +367,7 @@ impl RaftCore {
     }
 
     /// Hands entries the log let go of to the caller to free (`Command::Release`).
-    pub(crate) fn release(&mut self, entries: std::collections::VecDeque<Entry>) {
+    pub(crate) fn release(&mut self, entries: VecDeque<Entry>) {
         if !entries.is_empty() {
             self.out.push(Command::Release(ReleasedEntries(entries)));
         }

@@ -183,9 +183,9 @@ pub fn command(id: NodeId, c: &Command) -> Option<String> {
         Command::SendSnapshot { to, meta } => format!("SendSnapshot to={to} {}", snap(meta)),
         Command::InstallSnapshot { meta } => format!("InstallSnapshot {}", snap(meta)),
         Command::PurgeLog { upto } => format!("PurgeLog upto={upto}"),
-        Command::Release(r) => match (r.0.front(), r.0.back()) {
-            (Some(a), Some(b)) => format!("Release entries {}..={}", a.index, b.index),
-            _ => "Release nothing".to_string(),
+        Command::Release(r) => match r.range() {
+            Some((a, b)) => format!("Release entries {a}..={b}"),
+            None => "Release nothing".to_string(),
         },
         Command::ReadReady { id: rid, index } => format!("ReadReady id={rid} index={index}"),
         Command::ReadFailed { id: rid, error } => format!("ReadFailed id={rid} {error:?}"),
