@@ -467,9 +467,11 @@ impl KvReader {
 /// Memtable sizes of a generation's keyspaces. fjall's default (64 MiB each) let a node's
 /// RSS grow past 100 MB under a sustained write load; the data is durable in the log and
 /// the journal either way, so smaller memtables cost only more frequent (background)
-/// flushes. The log keyspace uses 16 MiB (`flotilla-log`).
-const DATA_MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
-const SESSIONS_MEMTABLE_BYTES: u64 = 4 * 1024 * 1024;
+/// flushes. Halving them again (8 → 4 MiB, 4 → 2 MiB) saved about 8 MB per node under 64
+/// writers at the same throughput (docs/benchmarks.md, "Smaller memtables again"). The log
+/// keyspace uses 8 MiB (`flotilla-log`).
+const DATA_MEMTABLE_BYTES: u64 = 4 * 1024 * 1024;
+const SESSIONS_MEMTABLE_BYTES: u64 = 2 * 1024 * 1024;
 
 fn open_generation(db: &Database, id: u64) -> Result<Generation, KvError> {
     let sized = |bytes: u64| move || KeyspaceCreateOptions::default().max_memtable_size(bytes);

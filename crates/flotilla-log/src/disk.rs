@@ -42,7 +42,10 @@ const FJALL_VERSION_MARKER: &str = "version";
 #[derive(Clone, Debug)]
 pub struct FjallOptions {
     /// The log keyspace's memtable size. Everything in memtables is replayed from the
-    /// journal on open, so this bounds the replay part of reopen time.
+    /// journal on open, so this bounds the replay part of reopen time. 8 MiB: the log's
+    /// entries are purged soon after each snapshot, so a larger memtable mostly held
+    /// entries and their tombstones, and raised RSS under load by about 20 MB
+    /// (docs/benchmarks.md, "Smaller memtables again").
     pub log_memtable_bytes: u64,
     /// fjall's cap on journal size before it forces memtable flushes (minimum 64 MiB).
     /// Small writes to the meta keyspace pin journals until this cap forces a flush, so it
@@ -57,7 +60,7 @@ pub struct FjallOptions {
 impl Default for FjallOptions {
     fn default() -> Self {
         FjallOptions {
-            log_memtable_bytes: 16 * 1024 * 1024,
+            log_memtable_bytes: 8 * 1024 * 1024,
             journal_bytes_max: 64 * 1024 * 1024,
             cache_bytes: 8 * 1024 * 1024,
         }
