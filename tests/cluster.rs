@@ -54,6 +54,15 @@ fn elect_replicate_and_read(n: u64) {
     let (st, _, idx) = get_key(&c.api(leader), "missing", "linearizable");
     assert_eq!(st, 404);
     assert!(idx.is_some(), "X-Flotilla-Index is on 404 answers too");
+
+    // The API also speaks HTTP/2 with prior knowledge (h2c), with the same answers.
+    let put = h2c_request(&c.api(leader), "PUT", "/v1/kv/h2c", "over-h2").unwrap();
+    assert_eq!(put.0, 200, "h2c PUT on the leader: {put:?}");
+    let got = h2c_request(&c.api(leader), "GET", "/v1/kv/h2c", "").unwrap();
+    assert_eq!((got.0, got.1.as_str()), (200, "over-h2"));
+    let redirected = h2c_request(&c.api(follower), "GET", "/v1/kv/h2c", "").unwrap();
+    assert_eq!(redirected.0, 307, "a follower redirects an h2c read too");
+    assert_eq!(redirected.2, Some(format!("{}/v1/kv/h2c", c.api(leader))));
 }
 
 /// SIGTERM stops a node gracefully (exit 0). A leader first hands leadership to its most

@@ -507,6 +507,50 @@ pub fn get_key(api: &str, key: &str, consistency: &str) -> (u16, String, Option<
 }
 
 /// Polls `f` until it returns true or `timeout` passes.
+/// One request over HTTP/2 with prior knowledge (h2c), on a connection of its own: status,
+/// body, `Location`.
+pub fn h2c_request(
+    api: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Result<(u16, String, Option<String>), String> {
+    use http_body_util::{BodyExt, Full};
+    let addr = api.trim_start_matches("http://").to_string();
+    let uri = format!("http://{addr}{path}");
+    let (method, body) = (method.to_string(), bytes::Bytes::copy_from_slice(body.as_bytes()));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async move {
+        let exchange = async {
+            let tcp = tokio::net::TcpStream::connect(&addr).await.map_err(|e| e.to_string())?;
+            let io = hyper_util::rt::TokioIo::new(tcp);
+            let (mut tx, conn) =
+                hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                    .await
+                    .map_err(|e| format!("h2c handshake: {e}"))?;
+            tokio::spawn(conn);
+            let req = hyper::Request::builder()
+                .method(method.as_str())
+                .uri(uri)
+                .body(Full::new(body))
+                .map_err(|e| e.to_string())?;
+            let resp = tx.send_request(req).await.map_err(|e| format!("h2c request: {e}"))?;
+            assert_eq!(resp.version(), hyper::Version::HTTP_2);
+            let status = resp.status().as_u16();
+            let location =
+                resp.headers().get("location").and_then(|l| l.to_str().ok()).map(str::to_string);
+            let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+            Ok((status, String::from_utf8_lossy(&body).into_owned(), location))
+        };
+        tokio::time::timeout(Duration::from_secs(10), exchange)
+            .await
+            .map_err(|_| "h2c request timed out".to_string())?
+    })
+}
+
 pub fn eventually(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !f() {

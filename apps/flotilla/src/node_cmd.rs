@@ -260,7 +260,7 @@ pub fn run(cfg: NodeConfig, http_threads: usize) -> Result<()> {
         .disable_signals();
         let server = match &cfg.tls {
             Some(tls) => server.bind_rustls_0_23(&cfg.api, tls.api_server_config()),
-            None => server.bind(&cfg.api),
+            None => server.bind_auto_h2c(&cfg.api),
         }
         .with_context(|| format!("cannot listen on {}", cfg.api))?
         .run();

@@ -1,17 +1,18 @@
 //! The Flotilla side of the bench: one keep-alive HTTP/1.1 connection per client (hyper's
 //! connection API, no pool, no per-request allocation beyond the request itself), to the
-//! leader. A `307 not_leader` is followed once to its `Location`, and the connection then
-//! stays on the new leader.
+//! leader, or with `--h2-conns N` N HTTP/2 (h2c) connections that the clients share. A
+//! `307 not_leader` is followed once to its `Location`, and the client then stays on the
+//! new leader, on a connection of its own.
 
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
+use hyper::client::conn::{http1, http2};
 use hyper::header::{CONTENT_LENGTH, HOST, HeaderValue, LOCATION};
 use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -54,49 +55,99 @@ pub struct Answer {
     pub body: Bytes,
 }
 
+/// The request half of a connection: HTTP/1.1 (one request at a time, this client's own)
+/// or HTTP/2 (h2c, prior knowledge; possibly shared by many clients, each request a stream).
+pub enum Sender {
+    H1(http1::SendRequest<Full<Bytes>>),
+    H2(http2::SendRequest<Full<Bytes>>),
+}
+
+impl Sender {
+    /// Another handle on a shared HTTP/2 connection (HTTP/1.1 ones are not shared).
+    pub fn share(&self) -> Option<Sender> {
+        match self {
+            Sender::H1(_) => None,
+            Sender::H2(s) => Some(Sender::H2(s.clone())),
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        match self {
+            Sender::H1(s) => s.is_closed(),
+            Sender::H2(s) => s.is_closed(),
+        }
+    }
+}
+
+/// Opens a connection to `addr`: HTTP/2 with prior knowledge (h2c) if `h2`, else HTTP/1.1.
+pub async fn connect(addr: &str, h2: bool) -> Result<Sender, OpError> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| OpError::Connect(format!("{addr}: timed out")))?
+        .map_err(|e| OpError::Connect(format!("{addr}: {e}")))?;
+    let _ = stream.set_nodelay(true);
+    let io = TokioIo::new(stream);
+    if h2 {
+        let (sender, conn) = http2::handshake(TokioExecutor::new(), io)
+            .await
+            .map_err(|e| OpError::Connect(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Sender::H2(sender))
+    } else {
+        let (sender, conn) =
+            http1::handshake(io).await.map_err(|e| OpError::Connect(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Sender::H1(sender))
+    }
+}
+
 pub struct Conn {
     addr: String,
     host: HeaderValue,
-    sender: Option<SendRequest<Full<Bytes>>>,
+    sender: Option<Sender>,
     timeout: Duration,
+    h2: bool,
 }
 
 impl Conn {
     /// A connection to `addr` (host:port), opened lazily on first use.
     pub fn new(addr: &str, timeout: Duration) -> Conn {
+        Conn::with(addr, timeout, false, None)
+    }
+
+    /// A client on `addr` over HTTP/2 (h2c), starting on the shared `sender` if given; it
+    /// opens a connection of its own if that one fails.
+    pub fn with(addr: &str, timeout: Duration, h2: bool, sender: Option<Sender>) -> Conn {
         Conn {
             addr: addr.to_string(),
             host: HeaderValue::from_str(addr).unwrap_or(HeaderValue::from_static("localhost")),
-            sender: None,
+            sender,
             timeout,
+            h2,
         }
     }
 
     fn retarget(&mut self, addr: &str) {
         if addr != self.addr {
-            *self = Conn::new(addr, self.timeout);
+            *self = Conn::with(addr, self.timeout, self.h2, None);
         }
     }
 
-    async fn sender(&mut self) -> Result<&mut SendRequest<Full<Bytes>>, OpError> {
+    async fn sender(&mut self) -> Result<&mut Sender, OpError> {
         let usable = self.sender.as_ref().is_some_and(|s| !s.is_closed());
         if !usable {
             self.sender = None;
-            let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
-                .await
-                .map_err(|_| OpError::Connect(format!("{}: timed out", self.addr)))?
-                .map_err(|e| OpError::Connect(format!("{}: {e}", self.addr)))?;
-            let _ = stream.set_nodelay(true);
-            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| OpError::Connect(e.to_string()))?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            self.sender = Some(sender);
+            self.sender = Some(connect(&self.addr, self.h2).await?);
         }
         let s = self.sender.as_mut().expect("set above");
-        s.ready().await.map_err(|e| OpError::Io(e.to_string()))?;
+        match s {
+            Sender::H1(s) => s.ready().await.map_err(|e| OpError::Io(e.to_string()))?,
+            Sender::H2(s) => s.ready().await.map_err(|e| OpError::Io(e.to_string()))?,
+        }
         Ok(s)
     }
 
@@ -110,16 +161,22 @@ impl Conn {
         let host = self.host.clone();
         let timeout = self.timeout;
         let len = body.len();
+        let uri = if self.h2 { format!("http://{}{path}", self.addr) } else { path.to_string() };
         let sender = self.sender().await?;
-        let req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(HOST, host)
+        let mut req = Request::builder().method(method).uri(uri);
+        if matches!(sender, Sender::H1(_)) {
+            req = req.header(HOST, host);
+        }
+        let req = req
             .header(CONTENT_LENGTH, len)
             .body(Full::new(body))
             .map_err(|e| OpError::Io(e.to_string()))?;
         let fut = async {
-            let resp = sender.send_request(req).await.map_err(|e| OpError::Io(e.to_string()))?;
+            let resp = match sender {
+                Sender::H1(s) => s.send_request(req).await,
+                Sender::H2(s) => s.send_request(req).await,
+            }
+            .map_err(|e| OpError::Io(e.to_string()))?;
             let (parts, body) = resp.into_parts();
             let body = body.collect().await.map_err(|e| OpError::Io(e.to_string()))?.to_bytes();
             let location =

@@ -101,6 +101,8 @@ pub struct Connector {
     target: Target,
     leader: String,
     channels: Vec<tonic::transport::Channel>,
+    /// Flotilla over HTTP/2: the connections the clients share (empty: HTTP/1.1, one each).
+    h2: Vec<http::Sender>,
     next: usize,
 }
 
@@ -110,7 +112,13 @@ impl Connector {
         match t.target {
             Target::Flotilla => {
                 let leader = http::find_leader(&eps, Duration::from_secs(15)).await?;
-                Ok(Connector { target: t.target, leader, channels: Vec::new(), next: 0 })
+                let mut h2 = Vec::new();
+                for _ in 0..t.h2_conns {
+                    h2.push(
+                        http::connect(&leader, true).await.map_err(|e| anyhow::anyhow!("{e}"))?,
+                    );
+                }
+                Ok(Connector { target: t.target, leader, channels: Vec::new(), h2, next: 0 })
             }
             Target::Etcd => {
                 let (leader, _, _) = etcd::find_leader(&eps, Duration::from_secs(15)).await?;
@@ -118,7 +126,7 @@ impl Connector {
                 for _ in 0..t.etcd_conns.max(1) {
                     channels.push(etcd::channel(&leader).await?);
                 }
-                Ok(Connector { target: t.target, leader, channels, next: 0 })
+                Ok(Connector { target: t.target, leader, channels, h2: Vec::new(), next: 0 })
             }
         }
     }
@@ -129,7 +137,14 @@ impl Connector {
 
     pub fn client(&mut self) -> Client {
         match self.target {
-            Target::Flotilla => Client::Flotilla(http::Conn::new(&self.leader, REQUEST_TIMEOUT)),
+            Target::Flotilla if self.h2.is_empty() => {
+                Client::Flotilla(http::Conn::new(&self.leader, REQUEST_TIMEOUT))
+            }
+            Target::Flotilla => {
+                let s = self.h2[self.next % self.h2.len()].share();
+                self.next += 1;
+                Client::Flotilla(http::Conn::with(&self.leader, REQUEST_TIMEOUT, true, s))
+            }
             Target::Etcd => {
                 let ch = self.channels[self.next % self.channels.len()].clone();
                 self.next += 1;

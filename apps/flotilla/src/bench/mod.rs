@@ -107,6 +107,9 @@ pub struct TargetArgs {
     /// gRPC (HTTP/2) connections the etcd clients share.
     #[arg(long, default_value_t = 1)]
     pub etcd_conns: usize,
+    /// Flotilla: HTTP/2 (h2c) connections the clients share; 0: HTTP/1.1, a connection each.
+    #[arg(long, default_value_t = 0)]
+    pub h2_conns: usize,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
