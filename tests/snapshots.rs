@@ -504,6 +504,10 @@ fn measure_snapshot_build_write_latency_and_learner_catch_up() {
             metric_or_zero(&c, id, "flotilla_raft_loop_longest_stall_ms"),
             metric_or_zero(&c, id, "flotilla_leader_changes_total"),
         );
+        // Each late tick, with the loop's CPU time in the gap (busy, or not running).
+        for line in c.log_of(id).lines().filter(|l| l.contains("the raft loop ran")) {
+            eprintln!("node {id}: {line}");
+        }
     }
 }
 

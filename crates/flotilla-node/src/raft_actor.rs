@@ -74,7 +74,63 @@ pub struct RaftActor {
     /// When the last `Tick` was handled: a long gap means this loop was busy and the
     /// heartbeats (and the core's timers) ran that late.
     last_tick: Instant,
+    /// This thread's CPU time and context switches at the last `Tick`: a late tick says
+    /// whether the loop was busy (on the CPU) or not running (preempted, or waiting).
+    last_tick_usage: ThreadUsage,
     purge: PurgeProgress,
+}
+
+/// The calling thread's CPU time and context switches so far (`getrusage(RUSAGE_THREAD)`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ThreadUsage {
+    pub cpu_us: u64,
+    /// Switches away because the thread waited (for I/O, a lock, or nothing to do).
+    pub waited: u64,
+    /// Switches away because the scheduler gave the CPU to another thread.
+    pub preempted: u64,
+}
+
+impl ThreadUsage {
+    #[cfg(not(target_os = "linux"))]
+    pub(crate) fn now() -> ThreadUsage {
+        ThreadUsage::default()
+    }
+
+    #[cfg(target_os = "linux")]
+    pub(crate) fn now() -> ThreadUsage {
+        // SAFETY: getrusage only writes the struct it is given; a zeroed `rusage` is valid.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid pointer to a live `rusage`; RUSAGE_THREAD is Linux's own.
+        if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) } != 0 {
+            return ThreadUsage::default();
+        }
+        let us = |t: libc::timeval| t.tv_sec.max(0) as u64 * 1_000_000 + t.tv_usec.max(0) as u64;
+        ThreadUsage {
+            cpu_us: us(ru.ru_utime) + us(ru.ru_stime),
+            waited: ru.ru_nvcsw.max(0) as u64,
+            preempted: ru.ru_nivcsw.max(0) as u64,
+        }
+    }
+
+    /// What happened between `earlier` and `self`.
+    pub(crate) fn since(self, earlier: ThreadUsage) -> ThreadUsage {
+        ThreadUsage {
+            cpu_us: self.cpu_us.saturating_sub(earlier.cpu_us),
+            waited: self.waited.saturating_sub(earlier.waited),
+            preempted: self.preempted.saturating_sub(earlier.preempted),
+        }
+    }
+}
+
+/// What a late tick says about the raft loop: on the CPU for most of the gap means a long
+/// piece of work on the loop itself; little CPU means the thread did not run (the machine
+/// was busy with other threads, the process was stopped, or the loop waited on a lock).
+pub(crate) fn stall_cause(gap_ms: u64, cpu_ms: u64) -> &'static str {
+    if cpu_ms * 2 >= gap_ms {
+        "busy: the loop itself worked"
+    } else {
+        "not running: starved, stopped or blocked"
+    }
 }
 
 /// The stored log is purged in steps of at most `PURGE_STEP` entries, one step in flight at
@@ -150,6 +206,7 @@ impl RaftActor {
             seeds: BTreeMap::new(),
             last_peer_sync: Instant::now(),
             last_tick: Instant::now(),
+            last_tick_usage: ThreadUsage::now(),
             purge: PurgeProgress::default(),
         }
     }
@@ -312,8 +369,11 @@ impl RaftActor {
     /// failed to send out heartbeat on time").
     fn note_tick_gap(&mut self) {
         let now = Instant::now();
+        let usage = ThreadUsage::now();
         let gap_ms = now.duration_since(self.last_tick).as_millis() as u64;
+        let during = usage.since(self.last_tick_usage);
         self.last_tick = now;
+        self.last_tick_usage = usage;
         if gap_ms * 2 <= self.cfg.election_timeout_ms.0.max(2 * self.cfg.tick_ms) {
             return;
         }
@@ -321,14 +381,22 @@ impl RaftActor {
         m.loop_stalls.fetch_add(1, Ordering::Relaxed);
         m.longest_loop_stall_ms.fetch_max(gap_ms, Ordering::Relaxed);
         let role = self.core.role();
+        let cpu_ms = during.cpu_us / 1000;
         tracing::warn!(
             gap_ms,
+            cpu_ms,
+            preempted = during.preempted,
+            waited = during.waited,
             ?role,
-            "the raft loop ran {gap_ms} ms late (busy or stopped): heartbeats and timers with it"
+            "the raft loop ran {gap_ms} ms late ({}): heartbeats and timers with it",
+            stall_cause(gap_ms, cpu_ms)
         );
         let mut d = Map::new();
         d.insert("gap_ms".into(), json!(gap_ms));
         d.insert("role".into(), json!(role));
+        d.insert("cpu_ms".into(), json!(cpu_ms));
+        d.insert("preempted".into(), json!(during.preempted));
+        d.insert("waited".into(), json!(during.waited));
         self.shared.emit("loop_stalled", d);
     }
 
@@ -856,5 +924,32 @@ mod tests {
         assert_eq!(run(1_000_000 + s, 0, 1_000_000), vec![s, 1_000_000 + s]);
         assert_eq!(run(50, 0, 80), vec![50], "a target below the start: one empty step");
         assert_eq!(run(40, 40, 40), Vec::<u64>::new(), "nothing due");
+    }
+
+    /// The late-tick diagnosis tells a loop that worked through the gap from one that did
+    /// not run: a spinning thread gains CPU time, a sleeping one gains a voluntary switch.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn thread_usage_tells_working_from_waiting() {
+        // Spin until 30 ms of CPU are counted (on a loaded machine that takes longer than
+        // 30 ms); a counter that does not count never gets there.
+        let start = ThreadUsage::now();
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        let mut x = 0u64;
+        while ThreadUsage::now().since(start).cpu_us < 30_000 {
+            assert!(Instant::now() < deadline, "10 s of spinning counted no 30 ms of CPU");
+            for _ in 0..10_000 {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+        }
+
+        let before = ThreadUsage::now();
+        std::thread::sleep(std::time::Duration::from_millis(60));
+        let slept = ThreadUsage::now().since(before);
+        assert!(slept.cpu_us < 30_000, "a 60 ms sleep counted {} µs of CPU", slept.cpu_us);
+        assert!(slept.waited >= 1, "a sleep is a voluntary switch: {slept:?}");
+
+        assert_eq!(stall_cause(200, 150), "busy: the loop itself worked");
+        assert_eq!(stall_cause(200, 10), "not running: starved, stopped or blocked");
     }
 }

@@ -994,10 +994,12 @@ fn on_node_event(app: &mut App, e: NodeEvent) {
             let text = format!("could not restore snapshot @{snapshot_index}: {error}");
             app.note(at, Some(id), K::Error, text);
         }
-        EventKind::LoopStalled { gap_ms, role } => {
+        EventKind::LoopStalled { gap_ms, role, cpu_ms } => {
             // A paused node reports its pause when it resumes: that is no news.
             if !app.nodes.get(&id).is_some_and(|n| n.was_paused_within(at, gap_ms)) {
-                let text = format!("raft loop {gap_ms} ms late as {role}: heartbeats too");
+                // On the CPU for most of the gap: the loop was busy; little: it did not run.
+                let cpu = cpu_ms.map(|c| format!(" (on CPU {c} ms)")).unwrap_or_default();
+                let text = format!("raft loop {gap_ms} ms late as {role}{cpu}: heartbeats too");
                 app.note(at, Some(id), K::Error, text);
             }
         }

@@ -208,6 +208,9 @@ pub enum EventKind {
         gap_ms: u64,
         #[serde(default)]
         role: String,
+        /// The loop thread's CPU time in the gap (absent from older nodes).
+        #[serde(default)]
+        cpu_ms: Option<u64>,
     },
     FaultsSet {
         #[serde(default)]

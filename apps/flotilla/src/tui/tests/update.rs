@@ -430,6 +430,14 @@ fn a_late_raft_loop_shows_as_an_error_unless_we_paused_the_node() {
     let last = a.timeline.back().unwrap();
     assert_eq!(last.text, "raft loop 243 ms late as leader: heartbeats too");
     assert_eq!(last.kind, TimelineKind::Error);
+    // A node that reports its CPU time in the gap: the line says how busy the loop was.
+    let busy = serde_json::from_value(serde_json::json!({
+        "kind": "loop_stalled", "gap_ms": 180, "role": "follower", "cpu_ms": 171
+    }))
+    .unwrap();
+    event(&mut a, 3, 2, t + 20, busy);
+    let last = a.timeline.back().unwrap();
+    assert_eq!(last.text, "raft loop 180 ms late as follower (on CPU 171 ms): heartbeats too");
 
     // Paused for 5 s and resumed: its first tick is 5 s late, which is the pause.
     a.nodes.get_mut(&2).unwrap().resumed_at = Some(t + 6_000);
