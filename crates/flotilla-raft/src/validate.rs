@@ -42,7 +42,13 @@ impl RaftCore {
             fail("unpersisted_from beyond the log");
         }
         let mut prev_term = log.start.1;
+        let mut configs = log.config_indexes.iter();
         for (i, e) in log.entries.iter().enumerate() {
+            if matches!(e.payload, crate::types::EntryPayload::Config(_))
+                && configs.next() != Some(&e.index)
+            {
+                fail(&format!("config entry {} missing from the config index", e.index));
+            }
             if e.index != LogIndex(log.start.0.0 + 1 + i as u64) {
                 fail(&format!("entry at position {i} has index {}", e.index));
             }
@@ -53,6 +59,9 @@ impl RaftCore {
                 fail(&format!("entry {} has a future term {}", e.index, e.term));
             }
             prev_term = e.term;
+        }
+        if let Some(extra) = configs.next() {
+            fail(&format!("config index names {extra}, which is no config entry in the log"));
         }
         match self.role {
             Role::Leader => {
