@@ -36,6 +36,7 @@ pub mod raft_actor;
 pub mod shared;
 pub mod snapshot;
 pub mod supervisor;
+pub mod threads;
 pub mod tls;
 pub mod transport;
 

@@ -302,6 +302,12 @@ pub struct SnapshotActor;
 
 impl Actor for SnapshotActor {
     type Context = SyncContext<Self>;
+
+    /// Writing a snapshot and receiving one are background work: they give way to the
+    /// raft loop on a busy machine (a build of 130 MB competed with heartbeats).
+    fn started(&mut self, _: &mut Self::Context) {
+        crate::threads::lower_priority();
+    }
 }
 
 /// Stream a state machine view into a new snapshot file.
