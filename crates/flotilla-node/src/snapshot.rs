@@ -303,8 +303,8 @@ pub struct SnapshotActor;
 impl Actor for SnapshotActor {
     type Context = SyncContext<Self>;
 
-    /// Writing a snapshot and receiving one are background work: they give way to the
-    /// raft loop on a busy machine (a build of 130 MB competed with heartbeats).
+    /// Writing a snapshot and receiving one are background work: on a busy machine they
+    /// give way to the raft loop, whose heartbeats cannot wait.
     fn started(&mut self, _: &mut Self::Context) {
         crate::threads::lower_priority();
     }

@@ -119,8 +119,8 @@ impl Conn {
         Conn::with(addr, timeout, false, None)
     }
 
-    /// A client on `addr` over HTTP/2 (h2c), starting on the shared `sender` if given; it
-    /// opens a connection of its own if that one fails.
+    /// A client on `addr`, over HTTP/2 (h2c) if `h2`, starting on `sender` if given (a
+    /// shared HTTP/2 connection); it opens a connection of its own if that one fails.
     pub fn with(addr: &str, timeout: Duration, h2: bool, sender: Option<Sender>) -> Conn {
         Conn {
             addr: addr.to_string(),
