@@ -218,7 +218,24 @@ async fn hand_leadership_over(handle: &flotilla_node::NodeHandle, me: NodeId) {
 
 /// Runs the node until it is removed from the cluster (exit 0), is stopped by SIGTERM or
 /// SIGINT (exit 0), or fails (exit 1).
+/// Turns off glibc's fastbins for this process (`mallopt(M_MXFAST, 0)`), before any thread
+/// starts. glibc keeps small freed chunks in per-arena fastbins and merges them only when a
+/// later large allocation from that arena runs `malloc_consolidate`. When the release thread
+/// freed the million entries a snapshot had compacted (allocated by the raft thread), the
+/// raft thread's next large allocation merged them all: 70–190 ms in `malloc_consolidate`
+/// and `unlink_chunk` on the raft loop, heartbeats with it (`perf`, 1M-key measurement,
+/// docs/snapshots-and-membership.md). Without fastbins each free merges at once, on the
+/// thread that frees; small allocations still go through glibc's per-thread cache.
+fn merge_frees_at_once() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; M_MXFAST 0 is documented as valid.
+    unsafe {
+        libc::mallopt(libc::M_MXFAST, 0);
+    }
+}
+
 pub fn run(cfg: NodeConfig, http_threads: usize) -> Result<()> {
+    merge_frees_at_once();
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating {:?}", cfg.data_dir))?;
     if cfg.data_dir.join(REMOVED_MARKER).exists() {
