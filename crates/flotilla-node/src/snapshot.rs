@@ -302,12 +302,6 @@ pub struct SnapshotActor;
 
 impl Actor for SnapshotActor {
     type Context = SyncContext<Self>;
-
-    /// Writing a snapshot and receiving one are background work: on a busy machine they
-    /// give way to the raft loop, whose heartbeats cannot wait.
-    fn started(&mut self, _: &mut Self::Context) {
-        crate::threads::lower_priority();
-    }
 }
 
 /// Stream a state machine view into a new snapshot file.
