@@ -216,8 +216,6 @@ async fn hand_leadership_over(handle: &flotilla_node::NodeHandle, me: NodeId) {
     }
 }
 
-/// Runs the node until it is removed from the cluster (exit 0), is stopped by SIGTERM or
-/// SIGINT (exit 0), or fails (exit 1).
 /// Turns off glibc's fastbins for this process (`mallopt(M_MXFAST, 0)`), before any thread
 /// starts. glibc keeps small freed chunks in per-arena fastbins and merges them only when a
 /// later large allocation from that arena runs `malloc_consolidate`. When the release thread
@@ -234,6 +232,8 @@ fn merge_frees_at_once() {
     }
 }
 
+/// Runs the node until it is removed from the cluster (exit 0), is stopped by SIGTERM or
+/// SIGINT (exit 0), or fails (exit 1).
 pub fn run(cfg: NodeConfig, http_threads: usize) -> Result<()> {
     merge_frees_at_once();
     std::fs::create_dir_all(&cfg.data_dir)

@@ -1,7 +1,7 @@
 //! What the node asks of the OS about its own threads: how much CPU a thread used and how
 //! often it was switched away (to diagnose a late raft loop), and a lower scheduling
-//! priority for background work, so that it gives way to the raft loop when the machine
-//! is busy.
+//! priority for background work (the thread that frees compacted entries), so that it
+//! gives way to the rest of the node when the machine is busy.
 
 /// The calling thread's CPU time and context switches so far (`getrusage(RUSAGE_THREAD)`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -45,10 +45,11 @@ impl ThreadUsage {
     }
 }
 
-/// How much nicer than the process background threads run (snapshot writing, receiving
-/// snapshot chunks, freeing compacted entries). With Linux's CFS a thread at nice +10 gets
-/// about a tenth of the CPU share of a nice 0 thread when both want it, and all of an idle
-/// CPU; so the raft loop's heartbeats win a busy machine, and background work still ends.
+/// How much nicer than the process background threads run (today: freeing compacted
+/// entries). With Linux's CFS a thread at nice +10 gets about a tenth of the CPU share of a
+/// nice 0 thread when both want it, and all of an idle CPU; so the raft loop's heartbeats
+/// win a busy machine, and background work still ends. (Not the snapshot threads: a manual
+/// snapshot joins a build in flight, and a slowed build made it answer with an old one.)
 pub const BACKGROUND_NICENESS: i32 = 10;
 
 /// Lowers the calling thread's scheduling priority by [`BACKGROUND_NICENESS`] (capped at
@@ -56,8 +57,7 @@ pub const BACKGROUND_NICENESS: i32 = 10;
 /// Best effort: on failure the thread keeps its priority. Returns the new niceness.
 #[cfg(target_os = "linux")]
 pub fn lower_priority() -> Option<i32> {
-    // SAFETY: gettid has no arguments and cannot fail.
-    let tid = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
+    let tid = this_thread();
     let current = niceness_of(tid)?;
     let target = (current + BACKGROUND_NICENESS).min(19);
     // SAFETY: plain syscall on this thread's own id; raising niceness needs no privilege.
@@ -70,12 +70,11 @@ pub fn lower_priority() -> Option<i32> {
     None
 }
 
-/// The calling thread's niceness (Linux).
+/// The calling thread's id, which Linux's priority calls take for one thread.
 #[cfg(target_os = "linux")]
-pub fn current_niceness() -> Option<i32> {
+fn this_thread() -> libc::id_t {
     // SAFETY: gettid has no arguments and cannot fail.
-    let tid = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
-    niceness_of(tid)
+    unsafe { libc::syscall(libc::SYS_gettid) as libc::id_t }
 }
 
 #[cfg(target_os = "linux")]
@@ -93,6 +92,11 @@ fn niceness_of(tid: libc::id_t) -> Option<i32> {
 mod tests {
     use super::*;
     use std::time::Instant;
+
+    #[cfg(target_os = "linux")]
+    fn current_niceness() -> Option<i32> {
+        niceness_of(this_thread())
+    }
 
     /// The late-tick diagnosis tells a loop that worked through the gap from one that did
     /// not run: a spinning thread gains CPU time, a sleeping one gains a voluntary switch.

@@ -30,8 +30,7 @@ pub(crate) struct RaftLog {
     /// Entries from here on have not yet been handed out in an `AppendLog` command.
     pub(crate) unpersisted_from: LogIndex,
     /// Indexes of the configuration entries in `entries`, ascending, so that finding the
-    /// configuration in force at an index does not scan the log (a million entries took
-    /// the raft loop tens of milliseconds at each snapshot).
+    /// configuration in force at an index (at every snapshot) does not scan the whole log.
     /// Invariant: exactly the indexes of the `EntryPayload::Config` entries in `entries`.
     pub(crate) config_indexes: VecDeque<LogIndex>,
 }
