@@ -245,6 +245,35 @@ fn a_snapshot_transfer_cut_in_the_middle_resumes_and_completes() {
     assert_eq!(mismatches(&c, follower, &sample), Vec::<String>::new());
 }
 
+/// `POST /v1/admin/snapshot` answers with a snapshot that holds every write acknowledged
+/// before it was asked, also when it arrives while an automatic build runs whose view was
+/// taken earlier (the node then builds again for it).
+#[test]
+fn a_requested_snapshot_holds_every_write_acknowledged_before_the_request() {
+    let _heavy = HEAVY.lock().unwrap_or_else(|p| p.into_inner());
+    // One node: its own writes are applied when acknowledged. A snapshot every 5 entries
+    // and about 8 MiB of state keep an automatic build running most of the time.
+    let c = Cluster::start(1, &args(&["--snapshot-entries", "5"]));
+    let id = leader_of(&c, &c.ids());
+    let api = c.api(id);
+    write_big(&c, &[id], "big", 16, 512 * 1024);
+    let load = WriteLoad::start(vec![api.clone()], 2, "bg");
+    let agent = http();
+    let mut behind = Vec::new();
+    for i in 0..120 {
+        let mut resp = agent.put(&format!("{api}/v1/kv/probe{i}")).send("x").expect("PUT");
+        assert_eq!(resp.status().as_u16(), 200);
+        let put: Value = resp.body_mut().read_json().expect("PUT answer");
+        let acked = put["index"].as_u64().unwrap();
+        let snap = snapshot_now(&c, id);
+        if snap["index"].as_u64() < Some(acked) {
+            behind.push(format!("write at {acked}, snapshot {snap}"));
+        }
+    }
+    load.stop();
+    assert_eq!(behind, Vec::<String>::new(), "snapshots that miss an acknowledged write");
+}
+
 #[test]
 fn kill9_during_a_snapshot_build_and_during_an_install_restarts_cleanly() {
     let _heavy = HEAVY.lock().unwrap_or_else(|p| p.into_inner());

@@ -32,7 +32,7 @@ use crate::apply_actor::{ApplyBatch, ApplyPort};
 use crate::config::NodeConfig;
 use crate::log_actor::{LogPort, Purge, Write};
 use crate::shared::{ProposalTx, ReadTx, Shared};
-use crate::snapshot::SnapshotState;
+use crate::snapshot::{SnapshotState, SnapshotWaiter};
 use crate::threads::ThreadUsage;
 use crate::transport::peer_link::{Outbound, PeerLink, Shutdown};
 
@@ -844,7 +844,8 @@ pub struct SnapshotNow(pub oneshot::Sender<Result<Value, ClientError>>);
 impl Handler<SnapshotNow> for RaftActor {
     type Result = ();
     fn handle(&mut self, SnapshotNow(tx): SnapshotNow, ctx: &mut Context<Self>) {
-        self.build_snapshot(ctx, Some(tx));
+        let covers = self.shared.applied();
+        self.build_snapshot(ctx, Some(SnapshotWaiter { tx, covers }));
     }
 }
 

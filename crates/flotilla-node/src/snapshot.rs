@@ -75,7 +75,13 @@ const CHECK_EVERY: Duration = Duration::from_millis(100);
 /// After an automatic snapshot found nothing it could describe, wait this long.
 const AUTO_RETRY_AFTER: Duration = Duration::from_secs(1);
 
-type SnapshotWaiter = oneshot::Sender<Result<Value, ClientError>>;
+/// A `POST /v1/admin/snapshot` waiting for its answer.
+pub(crate) struct SnapshotWaiter {
+    pub tx: oneshot::Sender<Result<Value, ClientError>>,
+    /// The index applied when the request came: the answer must cover it. A build already
+    /// in flight may have taken its view earlier; then a follow-up build answers.
+    pub covers: LogIndex,
+}
 
 /// A snapshot on disk.
 #[derive(Clone, Debug)]
@@ -436,9 +442,8 @@ impl RaftActor {
             if view.index() == LogIndex::ZERO {
                 // Nothing applied yet (not even the leader's first entry): a snapshot would
                 // describe an empty state at index 0, which the log already starts from.
-                act.finish_snapshot(Err(ClientError::Invalid(
-                    "nothing applied yet to snapshot; retry once the first entry is applied".into(),
-                )));
+                let e = "nothing applied yet to snapshot; retry once the first entry is applied";
+                act.finish_snapshot(ctx, Err(ClientError::Invalid(e.into())));
                 return;
             }
             let meta = match act.core.snapshot_meta_for(view.index()) {
@@ -447,7 +452,8 @@ impl RaftActor {
                     // Nothing applied yet that a snapshot could describe (or, on a node
                     // that joined, no configuration yet): try again later.
                     act.snapshots.retry_at = Some(Instant::now() + AUTO_RETRY_AFTER);
-                    act.finish_snapshot(Err(ClientError::Invalid(format!("cannot snapshot: {e}"))));
+                    let e = ClientError::Invalid(format!("cannot snapshot: {e}"));
+                    act.finish_snapshot(ctx, Err(e));
                     return;
                 }
             };
@@ -456,12 +462,12 @@ impl RaftActor {
                 && let Some(cur) = act.snapshots.current.clone()
             {
                 // Nothing new since the last snapshot: it is the answer.
-                act.finish_snapshot(Ok(cur.json()));
+                act.finish_snapshot(ctx, Ok(cur));
                 return;
             }
             let dir = act.snapshots.dir.clone();
             let Some(writer) = act.snapshots.writer.clone() else {
-                act.finish_snapshot(Err(ClientError::ShuttingDown));
+                act.finish_snapshot(ctx, Err(ClientError::ShuttingDown));
                 return;
             };
             let fut = writer.send(WriteSnapshot { view, meta, dir });
@@ -479,18 +485,18 @@ impl RaftActor {
         self.snapshots.installing || meta.last_index <= self.core.snapshot_meta().last_index
     }
 
-    fn discard_built(&mut self, file: &SnapshotFile) {
+    fn discard_built(&mut self, file: &SnapshotFile, ctx: &mut Context<Self>) {
         delete_snapshot(file);
         let answer = match &self.snapshots.current {
-            Some(cur) => Ok(cur.json()),
+            Some(cur) => Ok(cur.clone()),
             None => Err(ClientError::Invalid("a snapshot install replaced this one".into())),
         };
-        self.finish_snapshot(answer);
+        self.finish_snapshot(ctx, answer);
     }
 
     fn snapshot_written(&mut self, file: SnapshotFile, started: Instant, ctx: &mut Context<Self>) {
         if self.built_snapshot_is_stale(&file.meta) {
-            self.discard_built(&file);
+            self.discard_built(&file, ctx);
             return;
         }
         let meta = file.meta.clone();
@@ -500,7 +506,7 @@ impl RaftActor {
                 fatal("saving snapshot metadata failed");
             }
             if act.built_snapshot_is_stale(&meta) {
-                act.discard_built(&file);
+                act.discard_built(&file, ctx);
                 return;
             }
             act.shared.metrics.snapshots_built.fetch_add(1, Ordering::Relaxed);
@@ -519,15 +525,40 @@ impl RaftActor {
             d.insert("bytes".into(), json!(file.len));
             d.insert("ms".into(), json!(started.elapsed().as_millis() as u64));
             act.shared.emit("snapshot_built", d);
-            act.finish_snapshot(Ok(file.json()));
+            act.finish_snapshot(ctx, Ok(file));
             act.schedule_flush(ctx);
         }));
     }
 
-    fn finish_snapshot(&mut self, result: Result<Value, ClientError>) {
+    /// Ends a build: answers the waiters its result covers, and starts a follow-up build
+    /// for those that asked after its view was taken. An error answers everyone.
+    fn finish_snapshot(
+        &mut self,
+        ctx: &mut Context<Self>,
+        result: Result<SnapshotFile, ClientError>,
+    ) {
         self.snapshots.building = false;
-        for w in self.snapshots.waiters.drain(..) {
-            let _ = w.send(result.clone());
+        let waiters = std::mem::take(&mut self.snapshots.waiters);
+        let file = match result {
+            Ok(file) => file,
+            Err(e) => {
+                for w in waiters {
+                    let _ = w.tx.send(Err(e.clone()));
+                }
+                return;
+            }
+        };
+        let (answered, later): (Vec<_>, Vec<_>) =
+            waiters.into_iter().partition(|w| w.covers <= file.meta.last_index);
+        for w in answered {
+            let _ = w.tx.send(Ok(file.json()));
+        }
+        if !later.is_empty() {
+            // The next view is taken after these requests came, so it covers them: they
+            // take its answer whatever its index (no second follow-up, never a loop).
+            self.snapshots.waiters =
+                later.into_iter().map(|w| SnapshotWaiter { covers: LogIndex::ZERO, ..w }).collect();
+            self.build_snapshot(ctx, None);
         }
     }
 
