@@ -274,6 +274,96 @@ fn a_requested_snapshot_holds_every_write_acknowledged_before_the_request() {
     assert_eq!(behind, Vec::<String>::new(), "snapshots that miss an acknowledged write");
 }
 
+/// `flotilla restore` for node `id` of cluster `c` (cluster id "restored") from `file`.
+fn restore(c: &Cluster, id: u64, file: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(flotilla_bin())
+        .arg("restore")
+        .arg("--snapshot")
+        .arg(file)
+        .arg("--data-dir")
+        .arg(&c.nodes[&id].data_dir)
+        .args(["--id", &id.to_string(), "--initial-cluster", &c.spec])
+        .args(["--cluster-id", "restored"])
+        .output()
+        .expect("running flotilla restore")
+}
+
+/// A new cluster from a backup: the snapshot file of a one-node cluster seeds the data dirs
+/// of a new three-node cluster on other ports (`flotilla restore`), which elects a leader,
+/// serves every key the snapshot holds (and none written after it) and takes new writes. A
+/// restore refuses a damaged file and a data dir that is not empty, and leaves nothing
+/// behind.
+#[test]
+fn a_new_cluster_starts_from_a_snapshot_file() {
+    let _heavy = HEAVY.lock().unwrap_or_else(|p| p.into_inner());
+    let old = Cluster::start(1, &args(&[]));
+    let id = leader_of(&old, &old.ids());
+    let apis = vec![old.api(id)];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut keys = BTreeMap::new();
+    for i in 0..300 {
+        let (k, v) = (format!("k{i}"), format!("v{i}-{}", "x".repeat(i % 50)));
+        assert_eq!(put_retry(&apis, &k, &v, deadline), WriteOutcome::Ok);
+        keys.insert(k, v);
+    }
+    let snap = snapshot_now(&old, id);
+    let index = snap["index"].as_u64().unwrap();
+    let (files, _) = snapshot_files(&old, id);
+    let src = old.nodes[&id].data_dir.join("snapshots").join(&files[0]);
+    let backups = tempfile::tempdir().unwrap();
+    let backup = backups.path().join("backup.snap");
+    std::fs::copy(&src, &backup).unwrap();
+    assert_eq!(put_retry(&apis, "after", "not in the backup", deadline), WriteOutcome::Ok);
+    drop(old);
+
+    let mut new = Cluster::new(3, &args(&["--cluster-id", "restored"]), false);
+    let dir1 = new.nodes[&1].data_dir.clone();
+    // A damaged copy is refused, and no data dir (nor its temporary) is left.
+    let mut bytes = std::fs::read(&backup).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    let damaged = backups.path().join("damaged.snap");
+    std::fs::write(&damaged, &bytes).unwrap();
+    let out = restore(&new, 1, &damaged);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a damaged snapshot was restored: {err}");
+    assert!(err.contains("checksum") || err.contains("malformed"), "{err}");
+    let parent: Vec<_> = std::fs::read_dir(dir1.parent().unwrap()).unwrap().flatten().collect();
+    assert!(parent.is_empty(), "left behind: {parent:?}");
+
+    for id in new.ids() {
+        let out = restore(&new, id, &backup);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    // A seeded (or any non-empty) data dir is never overwritten.
+    let before = std::fs::read_dir(dir1.join("snapshots")).unwrap().count();
+    let out = restore(&new, 1, &backup);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("not empty"), "{err}");
+    assert_eq!(std::fs::read_dir(dir1.join("snapshots")).unwrap().count(), before);
+
+    for id in new.ids() {
+        new.spawn(id);
+    }
+    let leader = leader_of(&new, &new.ids());
+    let st = new.status(leader).unwrap();
+    assert!(st["term"].as_u64() >= Some(2), "{st}");
+    let api = new.api(leader);
+    let wrong: Vec<&String> = keys
+        .iter()
+        .filter(|(k, v)| get_key(&api, k, "linearizable").1 != **v)
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(wrong, Vec::<&String>::new(), "keys that differ after the restore");
+    assert_eq!(get_key(&api, "after", "linearizable").0, 404, "a write after the snapshot");
+    let mut resp = http().put(&format!("{api}/v1/kv/new")).send("value").expect("PUT");
+    assert_eq!(resp.status().as_u16(), 200);
+    let put: Value = resp.body_mut().read_json().unwrap();
+    assert!(put["index"].as_u64() > Some(index), "{put} after a snapshot at {index}");
+    // Every node holds the same state, the snapshot's and the new write.
+    assert_same_state(&new, &new.ids());
+}
+
 #[test]
 fn kill9_during_a_snapshot_build_and_during_an_install_restarts_cleanly() {
     let _heavy = HEAVY.lock().unwrap_or_else(|p| p.into_inner());

@@ -10,6 +10,7 @@ mod join;
 mod launcher;
 mod node_cmd;
 mod node_ident;
+mod restore_cmd;
 mod sim_cmd;
 mod tui;
 
@@ -43,6 +44,8 @@ enum Cmd {
     TransferLeader(admin_cmd::TransferArgs),
     /// Take a snapshot on one node now (and compact its log).
     Snapshot(admin_cmd::SnapshotArgs),
+    /// Seed a new node's data dir from a snapshot file: a new cluster from a backup.
+    Restore(restore_cmd::RestoreArgs),
     /// Run the deterministic simulator over many seeds.
     Sim(sim_cmd::SimArgs),
     /// Load generator and failover benchmark (Flotilla or etcd); see docs/benchmarks.md.
@@ -68,6 +71,7 @@ fn main() {
         Some(Cmd::Member(c)) => admin_cmd::run_member(c),
         Some(Cmd::TransferLeader(a)) => admin_cmd::run_transfer(a),
         Some(Cmd::Snapshot(a)) => admin_cmd::run_snapshot(a),
+        Some(Cmd::Restore(a)) => restore_cmd::run(a),
         Some(Cmd::Sim(a)) => sim_cmd::run(a),
         Some(Cmd::Bench(a)) => bench::run(a),
         Some(Cmd::Check(a)) => check::run(a),

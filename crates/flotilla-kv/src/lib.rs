@@ -50,7 +50,7 @@ pub use command::{COMMAND_VERSION, ClientSeq, KvCommand, KvOp, KvResponse, RESPO
 pub use error::KvError;
 pub use machine::{KvReader, KvStateMachine, META_KEYSPACE};
 pub use sessions::{MAX_SESSION_RESPONSE_BYTES, MAX_SESSIONS, SESSION_IDLE_TTL_MS, SessionLimits};
-pub use snapshot::{KvSnapshot, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
+pub use snapshot::{KvSnapshot, SNAPSHOT_MAGIC, SNAPSHOT_VERSION, snapshot_stream_index};
 
 /// Keys are 1..=1024 bytes of UTF-8 (INTERFACE.md).
 pub const MAX_KEY_BYTES: usize = 1024;

@@ -100,6 +100,13 @@ fn len_u32(n: usize) -> io::Result<u32> {
     u32::try_from(n).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "record over 4 GiB"))
 }
 
+/// The applied index a snapshot stream describes, from its header alone (magic and
+/// version checked; the records are checked by `restore`). For `flotilla restore`, which
+/// must know the index before it restores.
+pub fn snapshot_stream_index(inner: impl Read) -> Result<LogIndex, KvError> {
+    Ok(SnapshotReader::new(inner)?.applied)
+}
+
 /// One record of a snapshot stream.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum SnapshotRecord {

@@ -33,6 +33,7 @@ pub mod log_actor;
 pub mod metrics;
 pub mod placement;
 pub mod raft_actor;
+pub mod restore;
 pub mod shared;
 pub mod snapshot;
 pub mod supervisor;

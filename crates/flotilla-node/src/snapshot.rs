@@ -362,6 +362,31 @@ impl Handler<WriteSnapshot> for SnapshotActor {
     }
 }
 
+/// Copies the snapshot stream in `src` into `dir` as the snapshot `meta` describes (synced,
+/// then renamed into place, then its sidecar), the way a build writes one. For
+/// `flotilla restore`.
+pub(crate) fn copy_snapshot_file(
+    src: &Path,
+    dir: &Path,
+    meta: SnapshotMeta,
+) -> std::io::Result<SnapshotFile> {
+    fs::create_dir_all(dir)?;
+    let base = dir.join(file_name(&meta));
+    let tmp = base.with_extension("tmp");
+    let mut input = File::open(src)?;
+    let mut out =
+        CrcWriter { inner: BufWriter::with_capacity(1 << 20, File::create(&tmp)?), crc: 0, len: 0 };
+    std::io::copy(&mut input, &mut out)?;
+    out.flush()?;
+    let (crc, len) = (out.crc, out.len);
+    out.inner.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    let path = base.with_extension("snap");
+    fs::rename(&tmp, &path)?;
+    let file = SnapshotFile { meta, path, len, checksum: crc, id: SnapshotId(rand::random()) };
+    write_meta_sidecar(&file)?;
+    Ok(file)
+}
+
 /// Write one received chunk at its offset into `path` (truncating it first when `fresh`);
 /// with `finish`, fsync it and move it into place as that snapshot.
 #[derive(Message)]

@@ -30,7 +30,7 @@ use crate::snapshot::{
 };
 use crate::transport::Listener;
 
-const BOOTSTRAP_KEY: &str = "bootstrap_membership";
+pub(crate) const BOOTSTRAP_KEY: &str = "bootstrap_membership";
 
 #[derive(Debug, Error)]
 pub enum StartError {
