@@ -22,8 +22,9 @@ pub const RESTORED_TERM: Term = Term(1);
 
 /// Seeds a fresh node's `data_dir` (whose `store` and `sm` are open and empty) from the
 /// snapshot stream in `snapshot`, which describes the state at `index`, for a new cluster
-/// of `membership`. The state machine checks the whole stream first; on an error the data
-/// dir must be thrown away (`flotilla restore` builds it under a temporary name).
+/// of `membership`. The state machine checks the whole stream before anything is recorded
+/// in the log store; on an error the data dir must be thrown away (`flotilla restore`
+/// builds it under a temporary name).
 pub fn seed_from_snapshot(
     data_dir: &Path,
     store: &mut dyn LogStore,
@@ -45,13 +46,14 @@ pub fn seed_from_snapshot(
         ));
     }
     let meta = SnapshotMeta { last_index: index, last_term: RESTORED_TERM, membership };
-    let io =
-        |what: &str, e: std::io::Error| StartError::Config(format!("{what} {snapshot:?}: {e}"));
-    let mut reader =
-        std::io::BufReader::new(std::fs::File::open(snapshot).map_err(|e| io("opening", e))?);
-    sm.restore(&meta, &mut reader).map_err(|e| StartError::StateMachine(e.0))?;
+    // Copy first, then restore from the copy: what the state machine checked is what the
+    // node keeps and sends.
     let file = copy_snapshot_file(snapshot, &data_dir.join("snapshots"), meta.clone())
-        .map_err(|e| io("copying", e))?;
+        .map_err(|e| StartError::Config(format!("copying {snapshot:?}: {e}")))?;
+    let copy = std::fs::File::open(&file.path)
+        .map_err(|e| StartError::Config(format!("opening {:?}: {e}", file.path)))?;
+    let mut reader = std::io::BufReader::new(copy);
+    sm.restore(&meta, &mut reader).map_err(|e| StartError::StateMachine(e.0))?;
     let bootstrap = serde_json::to_vec(&meta.membership)
         .map_err(|e| StartError::Config(format!("encoding the membership: {e}")))?;
     store.put_meta(BOOTSTRAP_KEY, &bootstrap)?;
