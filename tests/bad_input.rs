@@ -512,16 +512,19 @@ fn admin_routes_need_the_bearer_token_when_one_is_set() {
                 ("POST", None) => agent.post(&url).send_json(body.unwrap_or(json!({}))),
                 ("DELETE", Some(a)) => agent.delete(&url).header("Authorization", a).call(),
                 ("DELETE", None) => agent.delete(&url).call(),
+                ("GET", Some(a)) => agent.get(&url).header("Authorization", a).call(),
+                ("GET", None) => agent.get(&url).call(),
                 _ => unreachable!(),
             };
             let mut r = r.expect("request");
             let challenge = r.headers().contains_key("www-authenticate");
             (r.status().as_u16(), r.body_mut().read_json().unwrap_or(Value::Null), challenge)
         };
-    let routes: [(&str, &str, Option<Value>); 6] = [
+    let routes: [(&str, &str, Option<Value>); 7] = [
         ("POST", "/v1/admin/faults", Some(json!({"delay_ms": 1}))),
         ("DELETE", "/v1/admin/faults", None),
         ("POST", "/v1/admin/snapshot", None),
+        ("GET", "/v1/admin/snapshot", None),
         ("POST", "/v1/admin/transfer-leader", Some(json!({"to": 1}))),
         (
             "POST",
@@ -565,8 +568,23 @@ fn admin_routes_need_the_bearer_token_when_one_is_set() {
     eventually(Duration::from_secs(15), "the leader's first entry is applied", || {
         c.status(leader).is_some_and(|st| st["applied_index"].as_u64() >= Some(1))
     });
+    let (s, v, _) = call("GET", "/v1/admin/snapshot", Some("Bearer tok-123"), None);
+    assert_eq!((s, v["error"].as_str()), (404, Some("no_snapshot")), "no snapshot yet: {v}");
     let (s, v, _) = call("POST", "/v1/admin/snapshot", Some("Bearer tok-123"), None);
     assert_eq!(s, 200, "{v}");
+    // The download is that snapshot: its index, its CRC32C, its length.
+    let mut r = agent
+        .get(&format!("{api}/v1/admin/snapshot"))
+        .header("Authorization", "Bearer tok-123")
+        .call()
+        .expect("GET /v1/admin/snapshot");
+    assert_eq!(r.status().as_u16(), 200);
+    let header = |name: &str| r.headers().get(name).and_then(|h| h.to_str().ok()?.parse().ok());
+    assert_eq!(header("x-flotilla-snapshot-index"), v["index"].as_u64());
+    assert_eq!(header("x-flotilla-snapshot-checksum"), v["checksum"].as_u64());
+    let body = r.body_mut().read_to_vec().expect("snapshot body");
+    assert_eq!(Some(body.len() as u64), v["bytes"].as_u64());
+    assert_eq!(Some(u64::from(crc32c::crc32c(&body))), v["checksum"].as_u64());
     // The rest of the API needs no token.
     assert!(c.status(leader).is_some());
     put_ok(&c, "k", "v");

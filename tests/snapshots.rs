@@ -288,8 +288,9 @@ fn restore(c: &Cluster, id: u64, file: &std::path::Path) -> std::process::Output
         .expect("running flotilla restore")
 }
 
-/// A new cluster from a backup: the snapshot file of a one-node cluster seeds the data dirs
-/// of a new three-node cluster on other ports (`flotilla restore`), which elects a leader,
+/// A new cluster from a backup: the snapshot of a one-node cluster, saved with `flotilla
+/// snapshot --save`, seeds the data dirs of a new three-node cluster on other ports
+/// (`flotilla restore`), which elects a leader,
 /// serves every key the snapshot holds (and none written after it) and takes new writes. A
 /// restore refuses a damaged file and a data dir that is not empty, and leaves nothing
 /// behind.
@@ -306,13 +307,22 @@ fn a_new_cluster_starts_from_a_snapshot_file() {
         assert_eq!(put_retry(&apis, &k, &v, deadline), WriteOutcome::Ok);
         keys.insert(k, v);
     }
-    let snap = snapshot_now(&old, id);
-    let index = snap["index"].as_u64().unwrap();
-    let (files, _) = snapshot_files(&old, id);
-    let src = old.nodes[&id].data_dir.join("snapshots").join(&files[0]);
+    // The backup, as an operator takes it: `flotilla snapshot --save` (POST, then GET).
     let backups = tempfile::tempdir().unwrap();
     let backup = backups.path().join("backup.snap");
-    std::fs::copy(&src, &backup).unwrap();
+    let out = std::process::Command::new(flotilla_bin())
+        .args(["snapshot", "--node", &old.api(id), "--save"])
+        .arg(&backup)
+        .output()
+        .expect("running flotilla snapshot --save");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let saved: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let index = saved["index"].as_u64().unwrap();
+    // What was saved is the node's snapshot file, byte for byte.
+    let (files, _) = snapshot_files(&old, id);
+    let src = old.nodes[&id].data_dir.join("snapshots").join(&files[0]);
+    assert_eq!(std::fs::read(&backup).unwrap(), std::fs::read(&src).unwrap(), "{saved}");
+    assert!(index >= 301, "{saved}");
     assert_eq!(put_retry(&apis, "after", "not in the backup", deadline), WriteOutcome::Ok);
     drop(old);
 

@@ -77,6 +77,10 @@ pub struct SnapshotArgs {
     /// The node to snapshot (URL or HOST:PORT of its API); its log is compacted.
     #[arg(long, default_value = "127.0.0.1:8101")]
     pub node: String,
+    /// Also download the snapshot into this file (a backup: `flotilla restore` starts a
+    /// new cluster from it). Written as FILE.part, checked, synced, then renamed.
+    #[arg(long, value_name = "FILE")]
+    pub save: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub ca: CaCertArg,
 }
@@ -124,13 +128,80 @@ pub fn run_transfer(a: TransferArgs) -> Result<()> {
 
 pub fn run_snapshot(a: SnapshotArgs) -> Result<()> {
     let ep = endpoints(&a.node).into_iter().next().ok_or_else(|| anyhow!("--node is empty"))?;
-    match call(&a.ca.tls_config()?, "POST", &format!("{ep}/v1/admin/snapshot"), None)? {
-        (200, v, _) => {
-            println!("{v}");
-            Ok(())
-        }
-        (s, v, _) => Err(error_of(s, &v)),
+    let tls = a.ca.tls_config()?;
+    let v = match call(&tls, "POST", &format!("{ep}/v1/admin/snapshot"), None)? {
+        (200, v, _) => v,
+        (s, v, _) => return Err(error_of(s, &v)),
+    };
+    match &a.save {
+        None => println!("{v}"),
+        Some(path) => println!("{}", save_snapshot(&tls, &ep, path)?),
     }
+    Ok(())
+}
+
+/// Downloads the node's current snapshot (`GET /v1/admin/snapshot`) into `path`: into
+/// `path.part` first, its length and CRC32C checked against the node's headers, synced,
+/// then renamed. The node may have made a newer snapshot since the POST; that one is saved.
+fn save_snapshot(tls: &TlsConfig, ep: &str, path: &std::path::Path) -> Result<Value> {
+    use std::io::{Read, Write};
+    let agent = ureq::Agent::config_builder()
+        .tls_config(tls.clone())
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_connect(Some(Duration::from_secs(10)))
+        // A download of any size, as long as it moves.
+        .timeout_per_read(Some(Duration::from_secs(60)))
+        .build()
+        .new_agent();
+    let mut req = agent.get(&format!("{ep}/v1/admin/snapshot"));
+    if let Some(token) = std::env::var("FLOTILLA_ADMIN_TOKEN").ok().filter(|t| !t.trim().is_empty())
+    {
+        req = req.header("Authorization", &format!("Bearer {}", token.trim()));
+    }
+    let mut resp = req.call().map_err(|e| anyhow!("downloading the snapshot from {ep}: {e}"))?;
+    let status = resp.status().as_u16();
+    if status != 200 {
+        let v = resp.body_mut().read_json::<Value>().unwrap_or(Value::Null);
+        return Err(error_of(status, &v));
+    }
+    let header = |name: &str| -> Result<u64> {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| anyhow!("the node's answer lacks the header {name}"))
+    };
+    let index = header(flotilla_node::http::SNAPSHOT_INDEX_HEADER)?;
+    let term = header(flotilla_node::http::SNAPSHOT_TERM_HEADER)?;
+    let checksum = header(flotilla_node::http::SNAPSHOT_CHECKSUM_HEADER)?;
+    let part = path.with_extension("part");
+    let mut out = std::fs::File::create(&part).map_err(|e| anyhow!("creating {part:?}: {e}"))?;
+    let (mut crc, mut len) = (0u32, 0u64);
+    let mut reader = resp.body_mut().as_reader();
+    let mut buf = vec![0u8; 256 * 1024];
+    let copied: Result<()> = (|| loop {
+        let n = reader.read(&mut buf).map_err(|e| anyhow!("downloading: {e}"))?;
+        if n == 0 {
+            return Ok(());
+        }
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+        len += n as u64;
+        out.write_all(&buf[..n]).map_err(|e| anyhow!("writing {part:?}: {e}"))?;
+    })();
+    let checked = copied.and_then(|()| {
+        if u64::from(crc) != checksum {
+            bail!("the download's CRC32C {crc} is not the node's {checksum}: not saved");
+        }
+        out.sync_all().map_err(|e| anyhow!("syncing {part:?}: {e}"))?;
+        std::fs::rename(&part, path).map_err(|e| anyhow!("renaming {part:?}: {e}"))
+    });
+    if let Err(e) = checked {
+        let _ = std::fs::remove_file(&part);
+        return Err(e);
+    }
+    Ok(json!({"index": index, "term": term, "bytes": len, "checksum": checksum,
+              "file": path.display().to_string()}))
 }
 
 fn print_members(v: &Value) {

@@ -239,6 +239,11 @@ impl NodeHandle {
         }
     }
 
+    /// The snapshot this node holds now, if any (`None` also while shutting down).
+    pub async fn current_snapshot(&self) -> Option<crate::snapshot::SnapshotFile> {
+        self.raft.send(crate::raft_actor::CurrentSnapshot).await.ok().flatten()
+    }
+
     pub fn set_faults(&self, spec: FaultSpec) {
         let clear = spec.is_clear();
         let detail = serde_json::to_value(&spec).ok();

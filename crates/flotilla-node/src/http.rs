@@ -194,6 +194,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, routes: NodeRoutes) {
         .service(
             web::resource("/v1/admin/snapshot")
                 .route(web::post().to(snapshot))
+                .route(web::get().to(download_snapshot))
                 .default_service(web::to(method_not_allowed)),
         )
         .service(
@@ -398,6 +399,54 @@ async fn snapshot(req: HttpRequest, st: web::Data<NodeRoutes>) -> HttpResponse {
         Ok(v) => HttpResponse::Ok().json(v),
         Err(e) => client_error_response(&req, &e),
     }
+}
+
+/// Headers of `GET /v1/admin/snapshot`: the snapshot's index, term and CRC32C (the
+/// `checksum` of `POST /v1/admin/snapshot`'s answer).
+pub const SNAPSHOT_INDEX_HEADER: &str = "x-flotilla-snapshot-index";
+pub const SNAPSHOT_TERM_HEADER: &str = "x-flotilla-snapshot-term";
+pub const SNAPSHOT_CHECKSUM_HEADER: &str = "x-flotilla-snapshot-checksum";
+
+/// `GET /v1/admin/snapshot` (an extension of INTERFACE.md, like etcd's `snapshot save`):
+/// streams this node's current snapshot file, the input of `flotilla restore`. 404 before
+/// the node has one. The file is opened once and read through that handle, so a newer
+/// snapshot that replaces it meanwhile does not cut the download.
+async fn download_snapshot(req: HttpRequest, st: web::Data<NodeRoutes>) -> HttpResponse {
+    if let Some(denied) = unauthorized(&req, &st) {
+        return denied;
+    }
+    // A newer snapshot may delete the file between the answer and the open: ask again.
+    for _ in 0..3 {
+        let Some(file) = st.handle.current_snapshot().await else {
+            return error_json(
+                StatusCode::NOT_FOUND,
+                "no_snapshot",
+                "this node holds no snapshot yet; POST /v1/admin/snapshot makes one",
+            );
+        };
+        match tokio::fs::File::open(&file.path).await {
+            Ok(f) => {
+                let stream = tokio_util::io::ReaderStream::with_capacity(f, 256 * 1024);
+                return HttpResponse::Ok()
+                    .content_type("application/octet-stream")
+                    .insert_header((SNAPSHOT_INDEX_HEADER, file.meta.last_index.0))
+                    .insert_header((SNAPSHOT_TERM_HEADER, file.meta.last_term.0))
+                    .insert_header((SNAPSHOT_CHECKSUM_HEADER, u64::from(file.checksum)))
+                    .no_chunking(file.len)
+                    .streaming(stream);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                let m = format!("opening the snapshot {:?}: {e}", file.path);
+                return error_json(StatusCode::INTERNAL_SERVER_ERROR, "internal", m);
+            }
+        }
+    }
+    error_json(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "newer snapshots kept replacing the one to send; retry",
+    )
 }
 
 async fn set_faults(req: HttpRequest, st: web::Data<NodeRoutes>, body: Bytes) -> HttpResponse {

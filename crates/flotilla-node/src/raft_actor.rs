@@ -849,6 +849,19 @@ impl Handler<SnapshotNow> for RaftActor {
     }
 }
 
+/// The snapshot this node holds now (built or installed), if any: what
+/// `GET /v1/admin/snapshot` streams.
+#[derive(Message)]
+#[rtype(result = "Option<crate::snapshot::SnapshotFile>")]
+pub struct CurrentSnapshot;
+
+impl Handler<CurrentSnapshot> for RaftActor {
+    type Result = Option<crate::snapshot::SnapshotFile>;
+    fn handle(&mut self, _: CurrentSnapshot, _: &mut Context<Self>) -> Self::Result {
+        self.snapshots.current.clone()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
