@@ -290,10 +290,10 @@ fn restore(c: &Cluster, id: u64, file: &std::path::Path) -> std::process::Output
 
 /// A new cluster from a backup: the snapshot of a one-node cluster, saved with `flotilla
 /// snapshot --save`, seeds the data dirs of a new three-node cluster on other ports
-/// (`flotilla restore`), which elects a leader,
-/// serves every key the snapshot holds (and none written after it) and takes new writes. A
-/// restore refuses a damaged file and a data dir that is not empty, and leaves nothing
-/// behind.
+/// (`flotilla restore`), which elects a leader, serves every key the snapshot holds (and
+/// none written after it), takes new writes, and brings a node that joins later up to date
+/// from the restored file. A restore refuses a damaged file and a data dir that is not
+/// empty, and leaves nothing behind.
 #[test]
 fn a_new_cluster_starts_from_a_snapshot_file() {
     let _heavy = HEAVY.lock().unwrap_or_else(|p| p.into_inner());
@@ -370,6 +370,14 @@ fn a_new_cluster_starts_from_a_snapshot_file() {
     assert_eq!(resp.status().as_u16(), 200);
     let put: Value = resp.body_mut().read_json().unwrap();
     assert!(put["index"].as_u64() > Some(index), "{put} after a snapshot at {index}");
+    // A node that joins later catches up from the restored snapshot file, which the
+    // leader sends as its own (its log starts after it).
+    new.spawn_joining(4, &api);
+    let commit = put["index"].as_u64().unwrap();
+    wait_applied(&new, 4, commit, Duration::from_secs(60));
+    assert!(metric_or_zero(&new, 4, "flotilla_snapshots_installed_total") >= 1.0);
+    let sample: BTreeMap<String, String> = keys.into_iter().step_by(10).collect();
+    assert_eq!(mismatches(&new, 4, &sample), Vec::<String>::new());
     // Every node holds the same state, the snapshot's and the new write.
     assert_same_state(&new, &new.ids());
 }
