@@ -341,10 +341,22 @@ fn a_new_cluster_starts_from_a_snapshot_file() {
     let parent: Vec<_> = std::fs::read_dir(dir1.parent().unwrap()).unwrap().flatten().collect();
     assert!(parent.is_empty(), "left behind: {parent:?}");
 
+    // An interrupted restore (its work dir left in the data dir) stops the node from
+    // starting, without touching the dir; a new restore replaces it.
+    std::fs::create_dir_all(dir1.join(".restoring/db")).unwrap();
+    new.spawn(1);
+    let status = new.wait_exit(1, Duration::from_secs(30)).expect("node 1 exits");
+    assert!(!status.success() && new.log_of(1).contains("interrupted"), "{}", new.log_of(1));
+    let entries: Vec<_> =
+        std::fs::read_dir(&dir1).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(entries, vec![std::ffi::OsString::from(".restoring")]);
+    // A fresh volume's lost+found does not count as content.
+    std::fs::create_dir_all(new.nodes[&2].data_dir.join("lost+found")).unwrap();
     for id in new.ids() {
         let out = restore(&new, id, &backup);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
+    assert!(!dir1.join(".restoring").exists());
     // A seeded (or any non-empty) data dir is never overwritten.
     let before = std::fs::read_dir(dir1.join("snapshots")).unwrap().count();
     let out = restore(&new, 1, &backup);

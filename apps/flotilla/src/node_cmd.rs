@@ -248,6 +248,10 @@ pub fn run(cfg: NodeConfig, http_threads: usize) -> Result<()> {
         );
         return Ok(());
     }
+    // Before the store is opened (which would create one): `start_node` checks it too.
+    if let Some(why) = flotilla_node::restore::interrupted_restore(&cfg.data_dir) {
+        return Err(anyhow!("{why}"));
+    }
     let identity = Identity { cluster_id: cfg.cluster_id.clone(), node_id: cfg.id };
     let store = FjallLogStore::open(cfg.data_dir.join("db"), identity)
         .map_err(|e| anyhow!("opening the data dir: {e}"))?;

@@ -10,6 +10,7 @@ use clap::Args;
 use flotilla_kv::KvStateMachine;
 use flotilla_log::{FjallLogStore, Identity};
 use flotilla_node::NodeConfig;
+use flotilla_node::restore::RESTORING_DIR;
 use flotilla_raft::{Membership, NodeId};
 
 #[derive(Args, Debug)]
@@ -49,11 +50,11 @@ pub fn run(a: RestoreArgs) -> Result<()> {
         membership.voters.insert(id);
         membership.addrs.insert(id, addr);
     }
-    if dir_has_entries(&a.data_dir)? {
+    if let Some(other) = other_entry(&a.data_dir)? {
         return Err(anyhow!(
-            "{:?} is not empty: a restore only creates a new data dir (a running cluster's \
-             nodes catch up by themselves; see docs/operations.md)",
-            a.data_dir
+            "{} is not empty ({other:?}): a restore only fills a new data dir (a running \
+             cluster's nodes catch up by themselves; see docs/operations.md)",
+            a.data_dir.display()
         ));
     }
     let index = File::open(&a.snapshot)
@@ -61,29 +62,33 @@ pub fn run(a: RestoreArgs) -> Result<()> {
         .and_then(|f| Ok(flotilla_kv::snapshot_stream_index(BufReader::new(f))?))
         .with_context(|| format!("reading {:?}", a.snapshot))?;
 
-    // Built under a temporary name and renamed into place once complete, so that a failed
-    // or interrupted restore never leaves a data dir a node would start from.
-    let tmp = temporary_path(&a.data_dir)?;
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).with_context(|| format!("removing {tmp:?}"))?;
+    // Built in a work dir inside the data dir (which may be a volume's mount point, so not
+    // beside it), then moved into place. A node refuses to start while the work dir exists,
+    // so an interrupted restore never leaves a data dir a node would start from.
+    let created = !a.data_dir.exists();
+    let work = a.data_dir.join(RESTORING_DIR);
+    if work.exists() {
+        std::fs::remove_dir_all(&work).with_context(|| format!("removing {work:?}"))?;
     }
-    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {tmp:?}"))?;
-    let seeded = seed(&a, membership, &tmp, index);
-    let file = match seeded {
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {work:?}"))?;
+    let file = match seed(&a, membership, &work, index) {
         Ok(file) => file,
         Err(e) => {
-            let _ = std::fs::remove_dir_all(&tmp);
+            let _ = std::fs::remove_dir_all(&work);
+            if created {
+                let _ = std::fs::remove_dir(&a.data_dir);
+            }
             return Err(e);
         }
     };
-    if a.data_dir.exists() {
-        std::fs::remove_dir(&a.data_dir).with_context(|| format!("replacing {:?}", a.data_dir))?;
+    let sync = |dir: &Path| File::open(dir).and_then(|d| d.sync_all());
+    for name in ["snapshots", "db"] {
+        let (from, to) = (work.join(name), a.data_dir.join(name));
+        std::fs::rename(&from, &to).with_context(|| format!("moving {from:?} to {to:?}"))?;
     }
-    std::fs::rename(&tmp, &a.data_dir)
-        .with_context(|| format!("moving {tmp:?} to {:?}", a.data_dir))?;
-    if let Some(parent) = a.data_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        File::open(parent).and_then(|d| d.sync_all()).ok();
-    }
+    sync(&a.data_dir).with_context(|| format!("syncing {:?}", a.data_dir))?;
+    std::fs::remove_dir(&work).with_context(|| format!("removing {work:?}"))?;
+    sync(&a.data_dir).with_context(|| format!("syncing {:?}", a.data_dir))?;
     let dir = a.data_dir.display();
     println!(
         "restored node {} of cluster {:?} at index {} ({} bytes of snapshot) into {dir}; start \
@@ -115,19 +120,19 @@ fn seed(
     .map_err(|e| anyhow!("restoring {:?}: {e}", a.snapshot))
 }
 
-fn dir_has_entries(dir: &Path) -> Result<bool> {
-    match std::fs::read_dir(dir) {
-        Ok(mut rd) => Ok(rd.next().is_some()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(anyhow!("reading {dir:?}: {e}")),
+/// An entry of `dir` other than `lost+found` (a fresh ext4 volume's) and the work dir of an
+/// interrupted restore, if any.
+fn other_entry(dir: &Path) -> Result<Option<std::ffi::OsString>> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(anyhow!("reading {dir:?}: {e}")),
+    };
+    for entry in rd {
+        let name = entry.map_err(|e| anyhow!("reading {dir:?}: {e}"))?.file_name();
+        if name != "lost+found" && name != RESTORING_DIR {
+            return Ok(Some(name));
+        }
     }
-}
-
-/// `DIR` → `.DIR.restoring` beside it.
-fn temporary_path(dir: &Path) -> Result<PathBuf> {
-    let name = dir
-        .file_name()
-        .ok_or_else(|| anyhow!("--data-dir {dir:?} has no final component"))?
-        .to_string_lossy();
-    Ok(dir.with_file_name(format!(".{name}.restoring")))
+    Ok(None)
 }

@@ -17,6 +17,23 @@ use crate::api::StateMachine;
 use crate::snapshot::{SnapshotFile, copy_snapshot_file};
 use crate::supervisor::{BOOTSTRAP_KEY, StartError};
 
+/// The work dir of a restore inside the data dir. A node refuses to start while it exists:
+/// the restore that made it was interrupted (see [`interrupted_restore`]).
+pub const RESTORING_DIR: &str = ".restoring";
+
+/// Why a node must not start from `data_dir`: a restore into it did not finish, so it
+/// may hold part of a seeded state (or none, beside nodes that hold one).
+pub fn interrupted_restore(data_dir: &Path) -> Option<String> {
+    let work = data_dir.join(RESTORING_DIR);
+    work.exists().then(|| {
+        format!(
+            "{} exists: a restore into this data dir was interrupted; empty the data dir and \
+             run flotilla restore again",
+            work.display()
+        )
+    })
+}
+
 /// The term a restored log starts in.
 pub const RESTORED_TERM: Term = Term(1);
 

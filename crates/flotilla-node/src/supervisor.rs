@@ -76,6 +76,9 @@ async fn start(
     net: Option<LocalNet>,
     placement: Placement,
 ) -> Result<NodeHandle, StartError> {
+    if let Some(why) = crate::restore::interrupted_restore(&cfg.data_dir) {
+        return Err(StartError::Config(why));
+    }
     let bootstrap = recover_bootstrap(&cfg, store.as_mut())?;
     let snapshot_dir = cfg.data_dir.join("snapshots");
     std::fs::create_dir_all(&snapshot_dir)
