@@ -41,7 +41,7 @@ pub const RESTORED_TERM: Term = Term(1);
 /// snapshot stream in `snapshot`, which describes the state at `index`, for a new cluster
 /// of `membership`. The state machine checks the whole stream before anything is recorded
 /// in the log store; on an error the data dir must be thrown away (`flotilla restore`
-/// builds it under a temporary name).
+/// builds it in a work dir, [`RESTORING_DIR`]).
 pub fn seed_from_snapshot(
     data_dir: &Path,
     store: &mut dyn LogStore,
