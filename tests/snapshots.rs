@@ -394,6 +394,81 @@ fn a_new_cluster_starts_from_a_snapshot_file() {
     assert_same_state(&new, &new.ids());
 }
 
+/// kill -9 of `flotilla restore` at random moments: the data dir it leaves is either
+/// complete (a node starts from it and serves every key) or marked as interrupted (a node
+/// refuses it, and a restore into the emptied dir completes). Never a half-made data dir a
+/// node would start from.
+#[test]
+fn kill9_during_a_restore_never_leaves_a_half_made_data_dir() {
+    let _heavy = HEAVY.lock().unwrap_or_else(|p| p.into_inner());
+    let old = Cluster::start(1, &args(&[]));
+    let id = leader_of(&old, &old.ids());
+    // About 8 MiB of state, so that a restore takes long enough to be cut.
+    let written = write_big(&old, &[id], "big", 16, 512 * 1024);
+    snapshot_now(&old, id);
+    let (files, _) = snapshot_files(&old, id);
+    let backups = tempfile::tempdir().unwrap();
+    let backup = backups.path().join("backup.snap");
+    std::fs::copy(old.nodes[&id].data_dir.join("snapshots").join(&files[0]), &backup).unwrap();
+    drop(old);
+
+    let mut new = Cluster::new(1, &args(&["--cluster-id", "restored"]), false);
+    let dir = new.nodes[&1].data_dir.clone();
+    let started = Instant::now();
+    let out = restore(&new, 1, &backup);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let whole_ms = started.elapsed().as_millis() as u64;
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let check_complete = |new: &mut Cluster| {
+        new.spawn(1);
+        leader_of(new, &[1]);
+        assert_eq!(mismatches(new, 1, &written), Vec::<String>::new());
+        new.kill9(1);
+    };
+    let mut seen = (0, 0);
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    for round in 0..8 {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        // Up to half again as long as a whole restore: some rounds finish before the kill.
+        let delay = Duration::from_millis((seed >> 33) % (whole_ms * 3 / 2 + 1));
+        let mut child = std::process::Command::new(flotilla_bin())
+            .arg("restore")
+            .arg("--snapshot")
+            .arg(&backup)
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["--id", "1", "--initial-cluster", &new.spec, "--cluster-id", "restored"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawning flotilla restore");
+        std::thread::sleep(delay);
+        let _ = child.kill();
+        let _ = child.wait();
+        if dir.join(".restoring").exists() {
+            seen.0 += 1;
+            new.spawn(1);
+            let status = new.wait_exit(1, Duration::from_secs(30)).expect("the node exits");
+            assert!(!status.success(), "round {round}: a node started from an interrupted restore");
+            std::fs::remove_dir_all(&dir).unwrap();
+            let out = restore(&new, 1, &backup);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        } else if dir.exists() {
+            seen.1 += 1;
+        }
+        if dir.exists() {
+            check_complete(&mut new);
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+    eprintln!(
+        "whole restore {whole_ms} ms; rounds cut mid-restore {}, complete {}",
+        seen.0, seen.1
+    );
+    assert!(seen.0 >= 1, "no kill landed inside a restore ({seen:?}, {whole_ms} ms)");
+}
+
 #[test]
 fn kill9_during_a_snapshot_build_and_during_an_install_restarts_cleanly() {
     let _heavy = HEAVY.lock().unwrap_or_else(|p| p.into_inner());
