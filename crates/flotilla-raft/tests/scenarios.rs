@@ -64,4 +64,5 @@ scenarios! {
     snapshot_redelivery => "snapshot_redelivery.txt",
     read_index => "read_index.txt",
     persist_order => "persist_order.txt",
+    restored_cluster => "restored_cluster.txt",
 }
