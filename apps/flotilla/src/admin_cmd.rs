@@ -155,9 +155,8 @@ fn save_snapshot(tls: &TlsConfig, ep: &str, path: &std::path::Path) -> Result<Va
         .build()
         .new_agent();
     let mut req = agent.get(&format!("{ep}/v1/admin/snapshot"));
-    if let Some(token) = std::env::var("FLOTILLA_ADMIN_TOKEN").ok().filter(|t| !t.trim().is_empty())
-    {
-        req = req.header("Authorization", &format!("Bearer {}", token.trim()));
+    if let Some(a) = admin_authorization() {
+        req = req.header("Authorization", &a);
     }
     let mut resp = req.call().map_err(|e| anyhow!("downloading the snapshot from {ep}: {e}"))?;
     let status = resp.status().as_u16();
@@ -272,6 +271,13 @@ fn error_of(status: u16, v: &Value) -> anyhow::Error {
     anyhow!("{status} {code}: {message}")
 }
 
+/// The `Authorization` header for the nodes' admin bearer token (`--admin-token`), taken
+/// from the variable the nodes read, if it is set.
+fn admin_authorization() -> Option<String> {
+    let token = std::env::var("FLOTILLA_ADMIN_TOKEN").ok().filter(|t| !t.trim().is_empty())?;
+    Some(format!("Bearer {}", token.trim()))
+}
+
 /// One request, no redirect following: (status, JSON body or Null, Location).
 fn call(
     tls: &TlsConfig,
@@ -286,9 +292,7 @@ fn call(
         .timeout_global(Some(REQUEST_TIMEOUT))
         .build()
         .new_agent();
-    // The nodes' admin bearer token (`--admin-token`), taken from the same variable.
-    let auth = std::env::var("FLOTILLA_ADMIN_TOKEN").ok().filter(|t| !t.trim().is_empty());
-    let auth = auth.map(|t| format!("Bearer {}", t.trim()));
+    let auth = admin_authorization();
     let resp = match method {
         "POST" => {
             let mut req = agent.post(url);

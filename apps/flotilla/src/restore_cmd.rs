@@ -44,12 +44,7 @@ pub fn run(a: RestoreArgs) -> Result<()> {
     if !cluster.iter().any(|(id, _)| id.0 == a.id) {
         return Err(anyhow!("--initial-cluster does not name this node's id {}", a.id));
     }
-    // The membership a node started with this --initial-cluster would bootstrap with.
-    let mut membership = Membership::default();
-    for (id, addr) in cluster {
-        membership.voters.insert(id);
-        membership.addrs.insert(id, addr);
-    }
+    let membership = NodeConfig::membership_of(&cluster);
     if let Some(other) = other_entry(&a.data_dir)? {
         return Err(anyhow!(
             "{} is not empty ({other:?}): a restore only fills a new data dir (a running \

@@ -46,8 +46,14 @@ pub struct NodeConfig {
 
 impl NodeConfig {
     pub fn bootstrap_membership(&self) -> Membership {
+        NodeConfig::membership_of(&self.initial_cluster)
+    }
+
+    /// The membership a cluster started with this `--initial-cluster` bootstraps with:
+    /// every node a voter, at its addresses.
+    pub fn membership_of(initial_cluster: &[(NodeId, NodeAddr)]) -> Membership {
         let mut m = Membership::default();
-        for (id, addr) in &self.initial_cluster {
+        for (id, addr) in initial_cluster {
             m.voters.insert(*id);
             m.addrs.insert(*id, addr.clone());
         }
