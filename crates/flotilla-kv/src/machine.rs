@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use flotilla_node::{SmError, SnapshotSource, StateMachine};
 use flotilla_raft::{Entry, EntryPayload, LogIndex, SnapshotMeta};
 
@@ -130,7 +130,7 @@ impl KvStateMachine {
 
     /// A cheap handle for local reads; it follows `restore`.
     pub fn reader(&self) -> KvReader {
-        KvReader { db: self.db.clone(), meta: self.meta.clone(), shared: self.shared.clone() }
+        KvReader { shared: self.shared.clone() }
     }
 
     /// Makes every applied batch durable. `apply` commits without fsync (the log already
@@ -409,6 +409,11 @@ impl StateMachine for KvStateMachine {
         Ok(self.apply_entries(entries)?)
     }
 
+    /// Opens the view on the applying thread, between two `apply` batches. That matters:
+    /// in fjall 3.1.13 a flush that installs a new table version raises the visible
+    /// sequence number past a batch still being committed, so a view opened during a
+    /// commit can see that batch's items appear (docs/kv.md, "Local reads"). Here no KV
+    /// batch is in flight, and every later one gets a sequence number above the view's.
     fn snapshot(&mut self) -> Result<Box<dyn SnapshotSource>, SmError> {
         if self.poisoned {
             return Err(KvError::Poisoned.into());
@@ -434,8 +439,6 @@ impl StateMachine for KvStateMachine {
 /// Local reads of the applied state. Cheap to clone, `Send + Sync`.
 #[derive(Clone)]
 pub struct KvReader {
-    db: Database,
-    meta: Keyspace,
     shared: Arc<Shared>,
 }
 
@@ -445,16 +448,22 @@ impl KvReader {
         Ok(self.read(key)?.0)
     }
 
-    /// The value of `key` and the applied index it was read at, from one point-in-time
-    /// view.
+    /// The value of `key`, and the applied index when the read began: the value is at
+    /// least as new as that index.
+    ///
+    /// One plain lookup, no point-in-time view. `commit` publishes `applied` only after its
+    /// batch is in place, so a lookup that follows the load of `applied` sees every effect
+    /// up to it. It may also see an effect of the batch being committed at that moment
+    /// (fjall's plain reads see a batch's items as they are inserted, before it is
+    /// published); those entries are committed in the log, and once one reader has seen
+    /// such an item every later lookup sees it too, so answers never go back in time. A
+    /// point-in-time view was used before and is not: it cost a snapshot and a second
+    /// lookup, and a fjall 3.1 view opened during a commit can see that batch's items
+    /// appear while a flush installs a new table version (docs/kv.md, "Local reads").
     pub fn read(&self, key: &[u8]) -> Result<(Option<Bytes>, LogIndex), KvError> {
         let current = self.shared.current.read().unwrap_or_else(|e| e.into_inner());
-        let view = self.db.snapshot();
-        let value = view.get(&current.data, key)?.map(|v| Bytes::copy_from_slice(&v));
-        let applied = match view.get(&self.meta, META_APPLIED)? {
-            Some(v) => decode_u64(&v)?,
-            None => 0,
-        };
+        let applied = self.shared.applied.load(Ordering::Acquire);
+        let value = current.data.get(key)?.map(|v| Bytes::copy_from_slice(&v));
         Ok((value, LogIndex(applied)))
     }
 

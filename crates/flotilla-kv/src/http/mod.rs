@@ -166,8 +166,9 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D:
     Option::<String>::deserialize(d).map(Some)
 }
 
-/// Every GET answer carries `X-Flotilla-Index`: the index the value was read at, or for an
-/// answer that read nothing (redirect, error) the applied index at the time of answering.
+/// Every GET answer carries `X-Flotilla-Index`: the applied index when the lookup began (the
+/// value is at least as new; `KvReader::read`), or for an answer that read nothing
+/// (redirect, error) the applied index at the time of answering.
 async fn get<C: ClientApi>(req: HttpRequest, state: web::Data<KvHttpState<C>>) -> HttpResponse {
     let mut resp = read(&req, &state).await;
     if !resp.headers().contains_key(INDEX_HEADER) {
