@@ -520,10 +520,12 @@ fn admin_routes_need_the_bearer_token_when_one_is_set() {
             let challenge = r.headers().contains_key("www-authenticate");
             (r.status().as_u16(), r.body_mut().read_json().unwrap_or(Value::Null), challenge)
         };
-    let routes: [(&str, &str, Option<Value>); 7] = [
+    let routes: [(&str, &str, Option<Value>); 9] = [
         ("POST", "/v1/admin/faults", Some(json!({"delay_ms": 1}))),
         ("DELETE", "/v1/admin/faults", None),
         ("POST", "/v1/admin/snapshot", None),
+        ("POST", "/v1/admin/snapshot?consistency=linearizable", None),
+        ("GET", "/v1/admin/read-index", None),
         ("GET", "/v1/admin/snapshot", None),
         ("POST", "/v1/admin/transfer-leader", Some(json!({"to": 1}))),
         (
@@ -570,6 +572,8 @@ fn admin_routes_need_the_bearer_token_when_one_is_set() {
     });
     let (s, v, _) = call("GET", "/v1/admin/snapshot", Some("Bearer tok-123"), None);
     assert_eq!((s, v["error"].as_str()), (404, Some("no_snapshot")), "no snapshot yet: {v}");
+    let (s, v, _) = call("GET", "/v1/admin/read-index", Some("Bearer tok-123"), None);
+    assert!(s == 200 && v["index"].as_u64() >= Some(1), "{s} {v}");
     let (s, v, _) = call("POST", "/v1/admin/snapshot", Some("Bearer tok-123"), None);
     assert_eq!(s, 200, "{v}");
     // The download is that snapshot: its index, its CRC32C, its length.

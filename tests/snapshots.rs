@@ -274,6 +274,56 @@ fn a_requested_snapshot_holds_every_write_acknowledged_before_the_request() {
     assert_eq!(behind, Vec::<String>::new(), "snapshots that miss an acknowledged write");
 }
 
+/// `POST /v1/admin/snapshot?consistency=linearizable` on a follower that is behind waits
+/// until it holds every write acknowledged before the request (it asks the leader for a
+/// read index and waits to apply it), where the default (`stale`, the node's own state)
+/// does not. The follower is kept behind by dropping everything it receives from the
+/// leader; the request must still be waiting while it is, and answer once it is healed.
+#[test]
+fn a_linearizable_snapshot_on_a_follower_holds_every_acknowledged_write() {
+    let _heavy = HEAVY.lock().unwrap_or_else(|p| p.into_inner());
+    let c = Cluster::start(3, &args(&[]));
+    let leader = leader_of(&c, &c.ids());
+    let f = *c.ids().iter().find(|id| **id != leader).unwrap();
+    let url = |id: u64, consistency: &str| {
+        format!("{}/v1/admin/snapshot?consistency={consistency}", c.api(id))
+    };
+    let acked = |key: &str| {
+        let mut resp = http().put(&format!("{}/v1/kv/{key}", c.api(leader))).send("v").unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        resp.body_mut().read_json::<Value>().unwrap()["index"].as_u64().unwrap()
+    };
+    acked("before");
+    c.set_faults(f, json!({"drop_from": [leader]}));
+    let index = acked("while-behind");
+    let (status, stale, _) = request("POST", &url(f, "stale"), None);
+    assert_eq!(status, 200, "{stale}");
+    assert!(stale["index"].as_u64().unwrap() < index, "the follower was not behind: {stale}");
+
+    let pending = std::thread::spawn({
+        let url = url(f, "linearizable");
+        move || request("POST", &url, None)
+    });
+    // The follower is still behind and the request still waiting: it did not answer from
+    // what the follower had.
+    std::thread::sleep(Duration::from_millis(300));
+    let applied = c.status(f).unwrap()["applied_index"].as_u64().unwrap();
+    assert!(applied < index, "the follower caught up while dropping the leader: {applied}");
+    assert!(!pending.is_finished(), "answered before the follower held write {index}");
+    c.heal(f);
+    let (status, snap, _) = pending.join().unwrap();
+    assert_eq!(status, 200, "{snap}");
+    assert!(snap["index"].as_u64().unwrap() >= index, "{snap} misses the write at {index}");
+    assert!(snap["read_index"].as_u64().unwrap() >= index, "{snap}");
+
+    // On the leader the barrier is its own ReadIndex round; a bad value is refused.
+    let (status, snap, _) = request("POST", &url(leader, "linearizable"), None);
+    assert_eq!(status, 200, "{snap}");
+    assert!(snap["read_index"].as_u64().unwrap() >= index, "{snap}");
+    let (status, v, _) = request("POST", &url(leader, "sequential"), None);
+    assert_eq!((status, v["error"].as_str()), (400, Some("bad_request")), "{v}");
+}
+
 /// `flotilla restore` for node `id` of cluster `c` (cluster id "restored") from `file`.
 fn restore(c: &Cluster, id: u64, file: &std::path::Path) -> std::process::Output {
     std::process::Command::new(flotilla_bin())

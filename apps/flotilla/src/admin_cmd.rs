@@ -4,7 +4,9 @@
 //! Member and transfer calls go to the leader: the command tries the endpoints in turn and
 //! follows `307` redirects to the leader (re-sending the body), and retries while the
 //! cluster has no leader (`503`). A snapshot acts on the node it is sent to: it is sent to
-//! the first endpoint only, never redirected. When the nodes require an admin token, set
+//! the first endpoint only, never redirected; with `--save` the node first catches up with
+//! every write acknowledged before the request (`?consistency=linearizable`), unless
+//! `--stale`. When the nodes require an admin token, set
 //! `FLOTILLA_ADMIN_TOKEN` (the variable `flotilla node --admin-token` reads) for these too.
 //! For a cluster that serves HTTPS with its own CA, give `--cacert` (or `FLOTILLA_CACERT`).
 
@@ -81,6 +83,11 @@ pub struct SnapshotArgs {
     /// new cluster from it). Written as FILE.part, checked, synced, then renamed.
     #[arg(long, value_name = "FILE")]
     pub save: Option<std::path::PathBuf>,
+    /// With --save: snapshot what the node has applied, without first making it hold every
+    /// write acknowledged before the request (no leader needed; a follower's backup may then
+    /// miss the last few writes). Without --save the snapshot is always the node's own.
+    #[arg(long, requires = "save")]
+    pub stale: bool,
     #[command(flatten)]
     pub ca: CaCertArg,
 }
@@ -129,7 +136,11 @@ pub fn run_transfer(a: TransferArgs) -> Result<()> {
 pub fn run_snapshot(a: SnapshotArgs) -> Result<()> {
     let ep = endpoints(&a.node).into_iter().next().ok_or_else(|| anyhow!("--node is empty"))?;
     let tls = a.ca.tls_config()?;
-    let v = match call(&tls, "POST", &format!("{ep}/v1/admin/snapshot"), None)? {
+    // A backup holds every write acknowledged before it was asked for, from any node; a
+    // plain snapshot (log compaction) is the node's own business.
+    let consistency = if a.save.is_some() && !a.stale { "linearizable" } else { "stale" };
+    let url = format!("{ep}/v1/admin/snapshot?consistency={consistency}");
+    let v = match call(&tls, "POST", &url, None)? {
         (200, v, _) => v,
         (s, v, _) => return Err(error_of(s, &v)),
     };

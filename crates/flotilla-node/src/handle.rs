@@ -239,6 +239,19 @@ impl NodeHandle {
         }
     }
 
+    /// Waits until this node has applied `index` (within the request timeout); returns the
+    /// applied index then. With an index from the leader's ReadIndex this makes a follower
+    /// hold every write acknowledged before the leader answered.
+    pub async fn wait_applied(&self, index: LogIndex) -> Result<LogIndex, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.shared.register_read(index, tx);
+        match tokio::time::timeout(self.request_timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(ClientError::ShuttingDown),
+            Err(_) => Err(ClientError::Timeout),
+        }
+    }
+
     /// The snapshot this node holds now, if any (`None` also while shutting down).
     pub async fn current_snapshot(&self) -> Option<crate::snapshot::SnapshotFile> {
         self.raft.send(crate::raft_actor::CurrentSnapshot).await.ok().flatten()

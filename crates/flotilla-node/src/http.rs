@@ -7,11 +7,11 @@ use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
-use flotilla_raft::{NodeAddr, NodeId};
+use flotilla_raft::{LogIndex, NodeAddr, NodeId};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::{ClientApi, ClientError};
+use crate::api::{ClientApi, ClientError, ReadConsistency};
 use crate::faults::FaultSpec;
 use crate::handle::{AdminError, NodeHandle};
 
@@ -189,6 +189,11 @@ pub fn configure(cfg: &mut web::ServiceConfig, routes: NodeRoutes) {
         .service(
             web::resource("/v1/admin/transfer-leader")
                 .route(web::post().to(transfer_leader))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/v1/admin/read-index")
+                .route(web::get().to(read_index))
                 .default_service(web::to(method_not_allowed)),
         )
         .service(
@@ -391,14 +396,83 @@ async fn transfer_leader(req: HttpRequest, st: web::Data<NodeRoutes>, body: Byte
     }
 }
 
+/// `GET /v1/admin/read-index` (an extension of INTERFACE.md): on the leader, a ReadIndex
+/// round, then `{"index"}`: this node has applied at least `index`, and every write
+/// acknowledged before the request is at or below it. Followers redirect or forward it like
+/// the other leader-only admin calls. A follower asks it for
+/// `POST /v1/admin/snapshot?consistency=linearizable`.
+async fn read_index(req: HttpRequest, st: web::Data<NodeRoutes>) -> HttpResponse {
+    if let Some(denied) = unauthorized(&req, &st) {
+        return denied;
+    }
+    match st.handle.read_barrier(ReadConsistency::Linearizable).await {
+        Ok(index) => HttpResponse::Ok().json(json!({"index": index.0})),
+        Err(e) => admin_refusal(&req, &st, AdminError::Client(e), Bytes::new()).await,
+    }
+}
+
+/// `POST /v1/admin/snapshot[?consistency=stale|linearizable]`. `stale` (the default, as in
+/// INTERFACE.md): a snapshot of what this node has applied when asked. `linearizable`
+/// (an extension): first make this node hold every write acknowledged before the request
+/// (the leader runs a ReadIndex round; a follower asks the leader for a read index and
+/// waits until it has applied it), then snapshot, so a backup from any node misses no
+/// acknowledged write. That needs a reachable leader: `503 no_leader` otherwise.
 async fn snapshot(req: HttpRequest, st: web::Data<NodeRoutes>) -> HttpResponse {
     if let Some(denied) = unauthorized(&req, &st) {
         return denied;
     }
+    let linearizable = match web::Query::<SnapshotQuery>::from_query(req.query_string()) {
+        Ok(q) => match q.consistency.as_deref() {
+            None | Some("stale") => false,
+            Some("linearizable") => true,
+            Some(other) => {
+                return error_json(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("consistency {other:?}: expected stale or linearizable"),
+                );
+            }
+        },
+        Err(e) => return error_json(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
+    };
+    let mut barrier = None;
+    if linearizable {
+        match snapshot_barrier(&req, &st).await {
+            Ok(index) => barrier = Some(index),
+            Err(resp) => return resp,
+        }
+    }
     match st.handle.snapshot_now().await {
-        Ok(v) => HttpResponse::Ok().json(v),
+        Ok(mut v) => {
+            if let (Some(index), Some(obj)) = (barrier, v.as_object_mut()) {
+                obj.insert("read_index".into(), json!(index.0));
+            }
+            HttpResponse::Ok().json(v)
+        }
         Err(e) => client_error_response(&req, &e),
     }
+}
+
+/// Other parameters are ignored, as they were before `consistency` existed.
+#[derive(Deserialize)]
+struct SnapshotQuery {
+    consistency: Option<String>,
+}
+
+/// Makes this node hold every write acknowledged before now; returns the read index it
+/// waited for. `Err`: the answer for the client.
+async fn snapshot_barrier(req: &HttpRequest, st: &NodeRoutes) -> Result<LogIndex, HttpResponse> {
+    let e = match st.handle.read_barrier(ReadConsistency::Linearizable).await {
+        Ok(index) => return Ok(index),
+        Err(e) => e,
+    };
+    let ClientError::NotLeader { leader, leader_api: Some(api) } = &e else {
+        return Err(client_error_response(req, &e));
+    };
+    let Some(f) = st.handle.forwarder() else { return Err(client_error_response(req, &e)) };
+    let index = f.leader_read_index(req, *leader, api).await?;
+    st.handle.wait_applied(index).await.map_err(|e| client_error_response(req, &e))?;
+    Ok(index)
 }
 
 /// Headers of `GET /v1/admin/snapshot`: the snapshot's index, term and CRC32C (the

@@ -23,7 +23,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse};
 use bytes::Bytes;
-use flotilla_raft::NodeId;
+use flotilla_raft::{LogIndex, NodeId};
 use http_body_util::{BodyExt, Full, Limited};
 use serde_json::json;
 
@@ -221,15 +221,67 @@ impl Forwarder {
         out.body(Full::new(body)).map_err(|e| e.to_string())
     }
 
-    /// One exchange within `timeout`. An idle pooled connection is tried first; one that
-    /// hands the request back unsent (it was closing) is dropped and the next tried, then a
-    /// fresh connection.
+    /// One exchange within `timeout`, relayed as this node's answer.
     async fn exchange(
+        &self,
+        authority: &str,
+        request: hyper::Request<Full<Bytes>>,
+        timeout: Duration,
+    ) -> Result<HttpResponse, Failure> {
+        let (status, headers, body) = self.exchange_raw(authority, request, timeout).await?;
+        Ok(relay(status, &headers, body))
+    }
+
+    /// Asks the leader for a read index (`GET /v1/admin/read-index`, with the client's admin
+    /// token): an index at or past every write acknowledged before now, in any term. `Err`
+    /// is the answer for the client: `503 no_leader` when the leader could not be asked or
+    /// would not say (it may have just lost leadership; nothing was changed either way).
+    pub async fn leader_read_index(
+        &self,
+        req: &HttpRequest,
+        leader: NodeId,
+        leader_api: &str,
+    ) -> Result<LogIndex, HttpResponse> {
+        let mut out = hyper::Request::builder()
+            .method("GET")
+            .uri("/v1/admin/read-index")
+            .header(hyper::header::HOST, conn::authority(leader_api).1)
+            .header(FORWARDED_BY_HEADER, self.inner.shared.id.0);
+        for value in req.headers().get_all(header::AUTHORIZATION) {
+            out = out.header(hyper::header::AUTHORIZATION, value.as_bytes());
+        }
+        let request = out.body(Full::new(Bytes::new())).map_err(|e| {
+            self.not_sent(leader, leader_api, &format!("building the request: {e}"))
+        })?;
+        let why = match self.exchange_raw(leader_api, request, self.client_timeout()).await {
+            Ok((200, _, body)) => {
+                match serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["index"].as_u64())
+                {
+                    Some(index) => return Ok(LogIndex(index)),
+                    None => "its answer had no index".to_string(),
+                }
+            }
+            // The token was refused there: say so as the leader did.
+            Ok((401, headers, body)) => return Err(relay(401, &headers, body)),
+            Ok((status, _, body)) => {
+                format!("it answered {status}: {}", String::from_utf8_lossy(&body))
+            }
+            Err(Failure::NotSent(e) | Failure::Unknown(e)) => e,
+        };
+        Err(self.not_sent(leader, leader_api, &format!("asking for a read index: {why}")))
+    }
+
+    /// One exchange within `timeout`: the answer's status, headers and body. An idle pooled
+    /// connection is tried first; one that hands the request back unsent (it was closing)
+    /// is dropped and the next tried, then a fresh connection.
+    async fn exchange_raw(
         &self,
         authority: &str,
         mut request: hyper::Request<Full<Bytes>>,
         timeout: Duration,
-    ) -> Result<HttpResponse, Failure> {
+    ) -> Result<(u16, hyper::HeaderMap, Bytes), Failure> {
         let deadline = tokio::time::Instant::now() + timeout;
         let dial_timeout = self.inner.request_timeout.min(CONNECT_TIMEOUT_MAX);
         loop {
@@ -276,7 +328,7 @@ impl Forwarder {
                 Err(_) => return Err(Failure::Unknown(format!("no answer within {timeout:?}"))),
             };
             self.inner.pool.checkin(authority, sender);
-            return Ok(relay(parts.status.as_u16(), &parts.headers, body));
+            return Ok((parts.status.as_u16(), parts.headers, body));
         }
     }
 

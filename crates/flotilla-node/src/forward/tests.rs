@@ -171,3 +171,53 @@ async fn a_connection_lost_after_sending_means_the_outcome_is_unknown() {
     assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(body_json(resp).await["error"], "timeout");
 }
+
+fn snapshot_request(auth: &str) -> HttpRequest {
+    TestRequest::post()
+        .uri("/v1/admin/snapshot?consistency=linearizable")
+        .insert_header(("authorization", auth))
+        .to_http_request()
+}
+
+#[actix_rt::test]
+async fn a_read_index_is_asked_of_the_leader_with_the_callers_token() {
+    let (addr, server) = one_shot_server(Some(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 13\r\n\r\n\
+         {\"index\":417}",
+    ));
+    let f = forwarder(ForwardMode::Never);
+    let got = f.leader_read_index(&snapshot_request("Bearer t0k"), NodeId(2), &addr).await;
+    assert_eq!(got.ok(), Some(LogIndex(417)));
+    let sent = server.join().unwrap().to_ascii_lowercase();
+    assert!(sent.starts_with("get /v1/admin/read-index http/1.1\r\n"), "{sent}");
+    for line in ["authorization: bearer t0k", "x-flotilla-forwarded-by: 1"] {
+        assert!(sent.contains(line), "{line:?} missing in {sent}");
+    }
+}
+
+#[actix_rt::test]
+async fn a_leader_that_will_not_give_a_read_index_is_no_leader_and_a_refused_token_is_relayed() {
+    // It just lost leadership: its redirect is not followed; the caller may retry.
+    let (addr, _server) = one_shot_server(Some(
+        "HTTP/1.1 307 Temporary Redirect\r\nlocation: http://h:3/v1/admin/read-index\r\n\
+         content-length: 2\r\n\r\n{}",
+    ));
+    let f = forwarder(ForwardMode::Never);
+    let resp = f.leader_read_index(&snapshot_request("Bearer x"), NodeId(2), &addr).await;
+    let resp = resp.expect_err("no index from a 307");
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body_json(resp).await["error"], "no_leader");
+    // An answer without an index is not one.
+    let (addr, _server) = one_shot_server(Some("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"));
+    let resp = f.leader_read_index(&snapshot_request("Bearer x"), NodeId(2), &addr).await;
+    assert_eq!(resp.expect_err("no index").status(), StatusCode::SERVICE_UNAVAILABLE);
+    let (addr, _server) = one_shot_server(Some(
+        "HTTP/1.1 401 Unauthorized\r\nwww-authenticate: Bearer\r\ncontent-type: application/json\r\n\
+         content-length: 24\r\n\r\n{\"error\":\"unauthorized\"}",
+    ));
+    let resp = f.leader_read_index(&snapshot_request("Bearer x"), NodeId(2), &addr).await;
+    let resp = resp.expect_err("refused");
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert!(resp.headers().contains_key("www-authenticate"));
+    assert_eq!(body_json(resp).await["error"], "unauthorized");
+}
