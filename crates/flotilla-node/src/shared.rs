@@ -104,20 +104,17 @@ impl Shared {
             }
         }
         self.applied.store(last.index.0, Ordering::Release);
-        let applied = last.index;
-        let ready: Vec<LogIndex> = w.reads.range(..=applied).map(|(i, _)| *i).collect();
-        for i in ready {
-            for tx in w.reads.remove(&i).unwrap_or_default() {
-                let _ = tx.send(Ok(applied));
-            }
-        }
+        release_reads(&mut w, last.index);
         self.metrics.applied_entries.fetch_add(entries.len() as u64, Ordering::Relaxed);
     }
 
-    /// After a snapshot install the applied index jumps.
+    /// After a snapshot install the applied index jumps; waiters it reaches are answered
+    /// (a follower waiting to apply a leader's read index may catch up by snapshot, and no
+    /// entry need follow).
     pub(crate) fn set_applied(&self, index: LogIndex) {
-        let _w = self.waiters();
+        let mut w = self.waiters();
         self.applied.store(index.0, Ordering::Release);
+        release_reads(&mut w, index);
     }
 
     /// Leadership ended: every proposal still waiting has an unknown outcome.
@@ -154,4 +151,34 @@ impl Shared {
 
 pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Answers every read waiting for an index at or below `applied`.
+fn release_reads(w: &mut Waiters, applied: LogIndex) {
+    let ready: Vec<LogIndex> = w.reads.range(..=applied).map(|(i, _)| *i).collect();
+    for i in ready {
+        for tx in w.reads.remove(&i).unwrap_or_default() {
+            let _ = tx.send(Ok(applied));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_install_answers_the_reads_it_reaches() {
+        let shared = Shared::new(NodeId(2), LogIndex::ZERO);
+        let (reached, mut reached_rx) = oneshot::channel();
+        let (beyond, mut beyond_rx) = oneshot::channel();
+        shared.register_read(LogIndex(10), reached);
+        shared.register_read(LogIndex(13), beyond);
+        shared.set_applied(LogIndex(12));
+        assert_eq!(reached_rx.try_recv().ok(), Some(Ok(LogIndex(12))));
+        assert!(beyond_rx.try_recv().is_err(), "13 is not applied yet");
+        let (now, mut now_rx) = oneshot::channel();
+        shared.register_read(LogIndex(12), now);
+        assert_eq!(now_rx.try_recv().ok(), Some(Ok(LogIndex(12))));
+    }
 }
