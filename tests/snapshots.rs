@@ -603,6 +603,44 @@ fn kill9_during_a_snapshot_build_and_during_an_install_restarts_cleanly() {
     assert!(!log.contains("fatal"), "the node restarted cleanly:\n{log}");
 }
 
+/// A snapshot asked of a follower while it installs one from the leader waits for the
+/// install and answers at or past it. Before, the request was refused (400 "index … is not
+/// available"): the state machine still held the state from before the snapshot, whose
+/// index the log no longer had. A test hook makes the restore take 1.5 s, so the request
+/// surely lands inside the install.
+#[test]
+fn a_snapshot_asked_for_during_an_install_waits_for_it() {
+    let _heavy = HEAVY.lock().unwrap_or_else(|p| p.into_inner());
+    let mut c = Cluster::start(3, &args(&["--snapshot-entries", "10"]));
+    let all = c.ids();
+    let leader = leader_of(&c, &all);
+    let f = *all.iter().find(|id| **id != leader).unwrap();
+    let live: Vec<u64> = all.iter().copied().filter(|id| *id != f).collect();
+    write_big(&c, &all, "before", 5, 256);
+    let commit = c.status(leader).unwrap()["commit_index"].as_u64().unwrap();
+    wait_applied(&c, f, commit, Duration::from_secs(30));
+    let behind = c.status(f).unwrap()["last_log_index"].as_u64().unwrap();
+    c.kill9(f);
+    write_big(&c, &live, "after", 40, 256);
+    eventually(Duration::from_secs(60), "the leader compacts past the follower's log", || {
+        let leader = leader_of(&c, &live);
+        c.status(leader)
+            .and_then(|s| s["first_log_index"].as_u64())
+            .is_some_and(|first| first > behind + 1)
+    });
+    c.env.insert(f, vec![("FLOTILLA_TEST_SLOW_SNAPSHOT_RESTORE_MS".into(), "1500".into())]);
+    c.spawn(f);
+    eventually(Duration::from_secs(60), "the follower starts installing", || {
+        c.status(f).is_some_and(|st| st["snapshot"]["installing"] == json!(true))
+    });
+    let (status, v, _) = request("POST", &format!("{}/v1/admin/snapshot", c.api(f)), None);
+    let st = c.status(f).unwrap();
+    assert_eq!(status, 200, "{v}");
+    let installed = st["snapshot_index"].as_u64().unwrap();
+    assert!(installed > behind, "the follower installed nothing: {st}");
+    assert!(v["index"].as_u64().unwrap() >= installed, "{v} is below the install at {installed}");
+}
+
 /// A follower whose state machine refuses a received snapshot (the stream passed its
 /// checksum; the test hook makes the restore fail) keeps its old state and keeps running
 /// as a follower that is behind, instead of stopping, and catches up once it can restore.

@@ -6,6 +6,7 @@ use std::io::BufReader;
 use std::marker::PhantomData;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
 
 use actix::dev::ToEnvelope;
 use actix::prelude::*;
@@ -128,6 +129,21 @@ fn injected_restore_failure() -> bool {
     *ARMED.get_or_init(|| std::env::var_os(FAIL_RESTORE_ENV).is_some())
 }
 
+/// **Test-only fault hook.** When this environment variable holds a number of
+/// milliseconds, every restore of a received snapshot first waits that long on the apply
+/// thread, as the restore of a large state would take. It exists so that
+/// `tests/snapshots.rs` can reach a node while it installs a snapshot. Never set it outside
+/// tests; docs/security.md lists it.
+pub const SLOW_RESTORE_ENV: &str = "FLOTILLA_TEST_SLOW_SNAPSHOT_RESTORE_MS";
+
+fn injected_restore_delay() -> Option<Duration> {
+    static DELAY: OnceLock<Option<Duration>> = OnceLock::new();
+    *DELAY.get_or_init(|| {
+        let ms = std::env::var(SLOW_RESTORE_ENV).ok()?.parse().ok()?;
+        Some(Duration::from_millis(ms))
+    })
+}
+
 impl<P> Handler<Restore> for ApplyActor<P>
 where
     Self: Actor,
@@ -138,6 +154,9 @@ where
             return Err(SmError(format!(
                 "the stream was refused (injected by {FAIL_RESTORE_ENV})"
             )));
+        }
+        if let Some(delay) = injected_restore_delay() {
+            std::thread::sleep(delay);
         }
         let file = File::open(&r.path).map_err(|e| SmError(format!("open {:?}: {e}", r.path)))?;
         let mut reader = BufReader::new(file);

@@ -452,7 +452,10 @@ impl RaftActor {
         if let Some(w) = waiter {
             self.snapshots.waiters.push(w);
         }
-        if self.snapshots.building {
+        // During an install the state machine still holds the state from before the
+        // snapshot the core already took on: a view now would describe an index the log no
+        // longer has. The waiters wait; the install's end builds for them.
+        if self.snapshots.building || self.snapshots.installing {
             return;
         }
         self.snapshots.building = true;
@@ -473,6 +476,12 @@ impl RaftActor {
             }
             let meta = match act.core.snapshot_meta_for(view.index()) {
                 Ok(m) => m,
+                Err(_) if act.snapshots.installing => {
+                    // An install began after the view was asked for (the view is of the
+                    // state before it): wait for it, as above.
+                    act.snapshots.building = false;
+                    return;
+                }
                 Err(e) => {
                     // Nothing applied yet that a snapshot could describe (or, on a node
                     // that joined, no configuration yet): try again later.
@@ -553,6 +562,13 @@ impl RaftActor {
             act.finish_snapshot(ctx, Ok(file));
             act.schedule_flush(ctx);
         }));
+    }
+
+    /// An install ended (restored or refused): requests that came during it get a build.
+    fn resume_snapshot_waiters(&mut self, ctx: &mut Context<Self>) {
+        if !self.snapshots.waiters.is_empty() {
+            self.build_snapshot(ctx, None);
+        }
     }
 
     /// Ends a build: answers the waiters its result covers, and starts a follow-up build
@@ -901,6 +917,7 @@ impl RaftActor {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
                     act.snapshot_install_failed(&file, &e.to_string(), started);
+                    act.resume_snapshot_waiters(ctx);
                     act.schedule_flush(ctx);
                     return;
                 }
@@ -925,6 +942,7 @@ impl RaftActor {
                 d.insert("bytes".into(), json!(file.len));
                 d.insert("ms".into(), json!(started.elapsed().as_millis() as u64));
                 act.shared.emit("snapshot_restored", d);
+                act.resume_snapshot_waiters(ctx);
                 act.schedule_flush(ctx);
             }));
         }));
