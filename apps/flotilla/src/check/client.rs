@@ -30,6 +30,10 @@ pub struct DurableWrite {
     pub value: u64,
     pub res: Res,
     pub node: Option<u64>,
+    /// When the client had its answer (µs since the round began).
+    pub ret_us: u64,
+    /// The log index the answer gave, for an acknowledged write.
+    pub index: Option<u64>,
 }
 
 #[derive(Default)]
@@ -300,7 +304,15 @@ pub fn run(ctx: ClientCtx) -> ClientLog {
                 Some(body.as_bytes()),
                 ctx.op_timeout,
             );
-            log.durable.push(DurableWrite { key, value, res: write_res(out), node });
+            let ret_us = micros_since(ctx.t0);
+            let index = match &out {
+                Outcome::Ok(body) => {
+                    serde_json::from_slice::<Value>(body).ok().and_then(|v| v["index"].as_u64())
+                }
+                _ => None,
+            };
+            let res = write_res(out);
+            log.durable.push(DurableWrite { key, value, res, node, ret_us, index });
             continue;
         }
         let k = rng.below(ctx.keys.len() as u64) as usize;

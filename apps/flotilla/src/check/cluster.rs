@@ -11,6 +11,12 @@ use anyhow::{Context, Result, anyhow};
 use serde_json::{Value, json};
 
 use super::client::{Member, Members};
+
+/// How long a follower drops the leader's messages before a backup is asked of it (under
+/// the election timeout's minimum, so that it still knows the leader).
+const BACKUP_LAG: Duration = Duration::from_millis(100);
+/// How long after the request the follower is healed.
+const BACKUP_HOLD: Duration = Duration::from_millis(200);
 use super::schedule::{Fault, FaultKind};
 use crate::launcher::{Launcher, NodeSpec, free_fixed_ports};
 
@@ -28,6 +34,10 @@ pub enum Undo {
 pub struct Applied {
     pub desc: String,
     pub undo: Undo,
+    /// A backup-grade snapshot (`?consistency=linearizable`) that was taken: (when it was
+    /// asked for, node, its index). Every write acknowledged before it was asked for must be
+    /// at or below the index.
+    pub backup: Option<(Instant, u64, u64)>,
 }
 
 pub struct ClusterCtl {
@@ -240,6 +250,46 @@ impl ClusterCtl {
         Ok(())
     }
 
+    /// A backup (`POST /v1/admin/snapshot?consistency=linearizable`) from a follower that
+    /// drops everything from the leader meanwhile: writes are acknowledged without it
+    /// (`BACKUP_LAG`), then it is asked for the backup, which must wait until it holds them;
+    /// it is healed `BACKUP_HOLD` later so that it can. The run checks the answer's index
+    /// against every write-once key acknowledged before the request (`verify_backups`).
+    fn backup_from_a_lagging_follower(&self, pick: u64) -> Result<Applied> {
+        let leader = self.leader().ok_or_else(|| anyhow!("no leader to lag behind"))?;
+        let followers: Vec<u64> = self.live().into_iter().filter(|i| *i != leader).collect();
+        if followers.is_empty() {
+            return Err(anyhow!("no follower to back up from"));
+        }
+        let id = followers[(pick % followers.len() as u64) as usize];
+        self.set_faults(id, json!({"drop_from": [leader]}))?;
+        std::thread::sleep(BACKUP_LAG);
+        let (agent, auth) = (self.admin.clone(), format!("Bearer {}", self.token));
+        let url = format!("{}/v1/admin/snapshot?consistency=linearizable", self.url(id));
+        let asked = Instant::now();
+        let pending = std::thread::spawn(move || -> Result<(u16, Value)> {
+            let mut r = agent.post(&url).header("Authorization", &auth).send_empty()?;
+            Ok((r.status().as_u16(), r.body_mut().read_json().unwrap_or(Value::Null)))
+        });
+        std::thread::sleep(BACKUP_HOLD);
+        let healed = self.clear_faults(id);
+        let answer = pending.join().map_err(|_| anyhow!("the backup request panicked"))?;
+        healed?;
+        let (status, v) = answer.with_context(|| format!("backup from node {id}"))?;
+        if status != 200 {
+            return Err(anyhow!("backup from node {id}: {status} {v}"));
+        }
+        let index = v["index"].as_u64().unwrap_or(0);
+        Ok(Applied {
+            desc: format!(
+                "backup from node {id}, kept behind leader {leader}, at index {index} (read index {})",
+                v["read_index"]
+            ),
+            undo: Undo::Nothing,
+            backup: Some((asked, id, index)),
+        })
+    }
+
     /// Resolves a fault's target: the leader, or a live member picked by `pick`.
     fn target(&self, pick: u64, leader: bool) -> Result<(u64, &'static str)> {
         if leader && let Some(l) = self.leader() {
@@ -260,18 +310,30 @@ impl ClusterCtl {
             Kill | KillLeader => {
                 let (id, who) = self.target(f.pick, leader_kind)?;
                 self.kill(id)?;
-                Ok(Applied { desc: format!("kill -9 {who}node {id}"), undo: Undo::Start(id) })
+                Ok(Applied {
+                    desc: format!("kill -9 {who}node {id}"),
+                    undo: Undo::Start(id),
+                    backup: None,
+                })
             }
             Pause | PauseLeader => {
                 let (id, who) = self.target(f.pick, leader_kind)?;
                 self.launcher.pause(id)?;
                 self.paused.insert(id);
-                Ok(Applied { desc: format!("pause {who}node {id}"), undo: Undo::Resume(id) })
+                Ok(Applied {
+                    desc: format!("pause {who}node {id}"),
+                    undo: Undo::Resume(id),
+                    backup: None,
+                })
             }
             Isolate | IsolateLeader => {
                 let (id, who) = self.target(f.pick, leader_kind)?;
                 self.set_faults(id, json!({"isolate": true}))?;
-                Ok(Applied { desc: format!("isolate {who}node {id}"), undo: Undo::Heal(vec![id]) })
+                Ok(Applied {
+                    desc: format!("isolate {who}node {id}"),
+                    undo: Undo::Heal(vec![id]),
+                    backup: None,
+                })
             }
             Partition => self.partition(f),
             OneWay => {
@@ -285,14 +347,21 @@ impl ClusterCtl {
                 Ok(Applied {
                     desc: format!("drop {who}node {from} → node {to} (one way)"),
                     undo: Undo::Heal(vec![from]),
+                    backup: None,
                 })
             }
             Restart => {
                 let (id, who) = self.target(f.pick, f.leader_side)?;
                 self.kill(id)?;
                 self.start_node(id)?;
-                Ok(Applied { desc: format!("restart {who}node {id}"), undo: Undo::Nothing })
+                Ok(Applied {
+                    desc: format!("restart {who}node {id}"),
+                    undo: Undo::Nothing,
+                    backup: None,
+                })
             }
+            // Every other one is a backup from a follower kept behind.
+            Snapshot if f.other.is_multiple_of(2) => self.backup_from_a_lagging_follower(f.pick),
             Snapshot => {
                 let (id, _) = self.target(f.pick, false)?;
                 let (status, v) = self.admin_call("POST", id, "/v1/admin/snapshot", None)?;
@@ -302,6 +371,7 @@ impl ClusterCtl {
                 Ok(Applied {
                     desc: format!("snapshot on node {id} at index {}", v["index"]),
                     undo: Undo::Nothing,
+                    backup: None,
                 })
             }
             Transfer => {
@@ -323,6 +393,7 @@ impl ClusterCtl {
                 Ok(Applied {
                     desc: format!("transfer leadership {leader} → {to}"),
                     undo: Undo::Nothing,
+                    backup: None,
                 })
             }
             Membership => self.replace_member(f.pick),
@@ -361,6 +432,7 @@ impl ClusterCtl {
         Ok(Applied {
             desc: format!("partition {minority:?} | {majority:?}"),
             undo: Undo::Heal(all),
+            backup: None,
         })
     }
 
@@ -405,6 +477,7 @@ impl ClusterCtl {
             return Ok(Applied {
                 desc: format!("added node {new} (nothing to remove)"),
                 undo: Undo::Nothing,
+                backup: None,
             });
         }
         let victim = old[(pick % old.len() as u64) as usize];
@@ -429,6 +502,7 @@ impl ClusterCtl {
         Ok(Applied {
             desc: format!("added node {new}, removed node {victim}"),
             undo: Undo::Nothing,
+            backup: None,
         })
     }
 
