@@ -641,6 +641,50 @@ fn a_snapshot_asked_for_during_an_install_waits_for_it() {
     assert!(v["index"].as_u64().unwrap() >= installed, "{v} is below the install at {installed}");
 }
 
+/// A snapshot asked of a node that just restarted, whose state machine is ahead of its
+/// core (the core starts from its snapshot and hands the later entries over again only
+/// once a leader tells it the commit index), waits until the core has caught up. Before,
+/// it was refused at once (400 "index … is not available"). The other two nodes are
+/// paused while the node restarts, so no leader can tell it anything until they resume.
+#[test]
+fn a_snapshot_asked_for_right_after_a_restart_waits_for_the_replay() {
+    use nix::sys::signal::Signal;
+    let _heavy = HEAVY.lock().unwrap_or_else(|p| p.into_inner());
+    let mut c = Cluster::start(3, &args(&["--snapshot-entries", "0"]));
+    let all = c.ids();
+    let leader = leader_of(&c, &all);
+    let f = *all.iter().find(|id| **id != leader).unwrap();
+    let others: Vec<u64> = all.iter().copied().filter(|id| *id != f).collect();
+    write_big(&c, &all, "before", 20, 64);
+    let commit = c.status(leader).unwrap()["commit_index"].as_u64().unwrap();
+    wait_applied(&c, f, commit, Duration::from_secs(30));
+    let snapped = snapshot_now(&c, f)["index"].as_u64().unwrap();
+    write_big(&c, &all, "after", 10, 64);
+    let commit = c.status(leader).unwrap()["commit_index"].as_u64().unwrap();
+    assert!(commit >= snapped + 10);
+    wait_applied(&c, f, commit, Duration::from_secs(30));
+    c.kill9(f);
+    for id in &others {
+        c.signal(*id, Signal::SIGSTOP);
+    }
+    c.spawn(f);
+    eventually(Duration::from_secs(30), "the restarted node answers", || c.status(f).is_some());
+    let pending = std::thread::spawn({
+        let url = format!("{}/v1/admin/snapshot", c.api(f));
+        move || request("POST", &url, None)
+    });
+    // No leader can reach it: the request waits rather than fail.
+    std::thread::sleep(Duration::from_millis(500));
+    let finished_early = pending.is_finished();
+    for id in &others {
+        c.signal(*id, Signal::SIGCONT);
+    }
+    let (status, v, _) = pending.join().unwrap();
+    assert!(!finished_early, "answered without waiting: {status} {v}");
+    assert_eq!(status, 200, "{v}");
+    assert!(v["index"].as_u64().unwrap() >= commit, "{v} is below what it had applied, {commit}");
+}
+
 /// A follower whose state machine refuses a received snapshot (the stream passed its
 /// checksum; the test hook makes the restore fail) keeps its old state and keeps running
 /// as a follower that is behind, instead of stopping, and catches up once it can restore.
