@@ -603,6 +603,36 @@ fn kill9_during_a_snapshot_build_and_during_an_install_restarts_cleanly() {
     assert!(!log.contains("fatal"), "the node restarted cleanly:\n{log}");
 }
 
+/// A follower killed after it held everything written so far (up to `behind`), and a
+/// leader that then compacted its log past that: started again, the follower can only
+/// catch up by snapshot. `live`: the other nodes; `written`: every key written.
+struct CutOff {
+    f: u64,
+    live: Vec<u64>,
+    behind: u64,
+    written: BTreeMap<String, String>,
+}
+
+fn cut_off_a_follower(c: &mut Cluster) -> CutOff {
+    let all = c.ids();
+    let leader = leader_of(c, &all);
+    let f = *all.iter().find(|id| **id != leader).unwrap();
+    let live: Vec<u64> = all.iter().copied().filter(|id| *id != f).collect();
+    let mut written = write_big(c, &all, "before", 5, 256);
+    let commit = c.status(leader).unwrap()["commit_index"].as_u64().unwrap();
+    wait_applied(c, f, commit, Duration::from_secs(30));
+    let behind = c.status(f).unwrap()["last_log_index"].as_u64().unwrap();
+    c.kill9(f);
+    written.extend(write_big(c, &live, "after", 40, 256));
+    eventually(Duration::from_secs(60), "the leader compacts past the follower's log", || {
+        let leader = leader_of(c, &live);
+        c.status(leader)
+            .and_then(|s| s["first_log_index"].as_u64())
+            .is_some_and(|first| first > behind + 1)
+    });
+    CutOff { f, live, behind, written }
+}
+
 /// A snapshot asked of a follower while it installs one from the leader waits for the
 /// install and answers at or past it. Before, the request was refused (400 "index … is not
 /// available"): the state machine still held the state from before the snapshot, whose
@@ -612,22 +642,7 @@ fn kill9_during_a_snapshot_build_and_during_an_install_restarts_cleanly() {
 fn a_snapshot_asked_for_during_an_install_waits_for_it() {
     let _heavy = HEAVY.lock().unwrap_or_else(|p| p.into_inner());
     let mut c = Cluster::start(3, &args(&["--snapshot-entries", "10"]));
-    let all = c.ids();
-    let leader = leader_of(&c, &all);
-    let f = *all.iter().find(|id| **id != leader).unwrap();
-    let live: Vec<u64> = all.iter().copied().filter(|id| *id != f).collect();
-    write_big(&c, &all, "before", 5, 256);
-    let commit = c.status(leader).unwrap()["commit_index"].as_u64().unwrap();
-    wait_applied(&c, f, commit, Duration::from_secs(30));
-    let behind = c.status(f).unwrap()["last_log_index"].as_u64().unwrap();
-    c.kill9(f);
-    write_big(&c, &live, "after", 40, 256);
-    eventually(Duration::from_secs(60), "the leader compacts past the follower's log", || {
-        let leader = leader_of(&c, &live);
-        c.status(leader)
-            .and_then(|s| s["first_log_index"].as_u64())
-            .is_some_and(|first| first > behind + 1)
-    });
+    let CutOff { f, behind, .. } = cut_off_a_follower(&mut c);
     c.env.insert(f, vec![("FLOTILLA_TEST_SLOW_SNAPSHOT_RESTORE_MS".into(), "1500".into())]);
     c.spawn(f);
     eventually(Duration::from_secs(60), "the follower starts installing", || {
@@ -693,27 +708,7 @@ fn a_snapshot_the_follower_cannot_restore_leaves_it_running_until_it_can() {
     let _heavy = HEAVY.lock().unwrap_or_else(|p| p.into_inner());
     let mut c = Cluster::start(3, &args(&["--snapshot-entries", "10"]));
     let all = c.ids();
-    let leader = leader_of(&c, &all);
-    let f = *all.iter().find(|id| **id != leader).unwrap();
-    let live: Vec<u64> = all.iter().copied().filter(|id| *id != f).collect();
-    let mut written = write_big(&c, &all, "before", 5, 256);
-    wait_applied(
-        &c,
-        f,
-        c.status(leader).unwrap()["commit_index"].as_u64().unwrap(),
-        Duration::from_secs(30),
-    );
-    let behind = c.status(f).unwrap()["last_log_index"].as_u64().unwrap();
-    c.kill9(f);
-    // Compact the leader's log past what the follower holds: it can only catch up by
-    // snapshot.
-    written.extend(write_big(&c, &live, "after", 40, 256));
-    eventually(Duration::from_secs(60), "the leader compacts past the follower's log", || {
-        let leader = leader_of(&c, &live);
-        c.status(leader)
-            .and_then(|s| s["first_log_index"].as_u64())
-            .is_some_and(|first| first > behind + 1)
-    });
+    let CutOff { f, live, behind, written } = cut_off_a_follower(&mut c);
 
     let leader = leader_of(&c, &live);
     let events = Events::follow(&[(leader, c.api(leader))]);
