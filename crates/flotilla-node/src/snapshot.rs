@@ -74,12 +74,6 @@ pub const TRANSFER_GIVE_UP_AFTER: Duration = Duration::from_secs(20);
 const CHECK_EVERY: Duration = Duration::from_millis(100);
 /// After an automatic snapshot found nothing it could describe, wait this long.
 const AUTO_RETRY_AFTER: Duration = Duration::from_secs(1);
-/// A requested snapshot whose view the core cannot describe yet (a restarted node whose
-/// state machine is ahead of the core's replay) is tried again this often, this many
-/// times in a row (5 s in all; a node that hears from no leader that long answers the
-/// error).
-const CATCH_UP_RETRY: Duration = Duration::from_millis(50);
-const CATCH_UP_TRIES: u32 = 100;
 
 /// A `POST /v1/admin/snapshot` waiting for its answer.
 pub(crate) struct SnapshotWaiter {
@@ -148,9 +142,6 @@ pub struct SnapshotState {
     last_check: Instant,
     /// No automatic snapshot before this (the last attempt found nothing to describe).
     retry_at: Option<Instant>,
-    /// Requested builds retried because the core had not caught up with the state
-    /// machine yet (after a restart); at most `CATCH_UP_TRIES` in a row.
-    catch_up_tries: u32,
     /// The thread that writes snapshot files.
     pub writer: Option<Addr<SnapshotActor>>,
     /// The thread that writes received chunks (not the writer: a long build must not
@@ -173,7 +164,6 @@ impl SnapshotState {
             waiters: Vec::new(),
             last_check: Instant::now(),
             retry_at: None,
-            catch_up_tries: 0,
             writer: None,
             io: None,
         }
@@ -492,31 +482,15 @@ impl RaftActor {
                     act.snapshots.building = false;
                     return;
                 }
-                Err(_)
-                    if view.index() > act.core.applied_index()
-                        && !act.snapshots.waiters.is_empty()
-                        && act.snapshots.catch_up_tries < CATCH_UP_TRIES =>
-                {
-                    // After a restart the state machine is ahead of the core, which starts
-                    // from its snapshot and hands the entries over again (the state
-                    // machine skips them) once it learns the commit index from a leader.
-                    // Until then it cannot describe the view's index: try again shortly.
-                    act.snapshots.building = false;
-                    act.snapshots.catch_up_tries += 1;
-                    ctx.run_later(CATCH_UP_RETRY, |act, ctx| act.build_snapshot(ctx, None));
-                    return;
-                }
                 Err(e) => {
                     // Nothing applied yet that a snapshot could describe (or, on a node
                     // that joined, no configuration yet): try again later.
                     act.snapshots.retry_at = Some(Instant::now() + AUTO_RETRY_AFTER);
-                    act.snapshots.catch_up_tries = 0;
                     let e = ClientError::Invalid(format!("cannot snapshot: {e}"));
                     act.finish_snapshot(ctx, Err(e));
                     return;
                 }
             };
-            act.snapshots.catch_up_tries = 0;
             act.shared.emit("snapshot_started", serde_json::Map::new());
             if meta.last_index <= act.core.snapshot_meta().last_index
                 && let Some(cur) = act.snapshots.current.clone()

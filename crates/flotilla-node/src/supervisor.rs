@@ -135,6 +135,9 @@ async fn start(
         log_start: state.log_start,
         entries: state.entries,
         bootstrap,
+        // The state machine kept what it applied before the restart: the core goes on from
+        // there instead of handing those entries over again.
+        applied,
     };
     let core = RaftCore::new(rc, init);
     let shared = Shared::new(cfg.id, applied);

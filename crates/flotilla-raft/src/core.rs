@@ -30,6 +30,11 @@ pub struct InitialState {
     /// The configuration in force when neither the log nor a snapshot holds one: the
     /// initial cluster. Empty for a node that joins an existing cluster.
     pub bootstrap: Membership,
+    /// What the state machine has applied already (it keeps its own state across a
+    /// restart): the core hands over only later entries, and counts it as committed (only
+    /// committed entries are ever applied). Clamped to the stored log; zero (the default)
+    /// when the state machine starts from the snapshot.
+    pub applied: LogIndex,
 }
 
 /// How a read should be confirmed.
@@ -147,6 +152,8 @@ impl RaftCore {
         let mut log = RaftLog::new(init.log_start, snapshot, init.entries);
         let commit = init.hard_state.commit.min(log.last_index());
         log.committed = log.committed.max(commit);
+        log.applied = log.applied.max(init.applied.min(log.last_index()));
+        log.committed = log.committed.max(log.applied);
         let mut rng = Rng::new(cfg.rng_seed);
         let election_timeout = rng.range_inclusive(cfg.election_ticks_min, cfg.election_ticks_max);
         let mut core = RaftCore {

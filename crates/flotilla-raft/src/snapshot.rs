@@ -200,6 +200,52 @@ mod tests {
         assert_eq!(f.snapshot_meta_for(LogIndex(3)).map(|m| m.membership), Ok(joined));
     }
 
+    /// A restarted node whose state machine kept what it applied (the KV store keeps its
+    /// state in the node's database) starts at that index: the core hands over only later
+    /// entries, and can describe a snapshot of the state machine at once, before any
+    /// leader has told it the commit index. An `applied` past the stored log is clamped.
+    #[test]
+    fn a_restart_goes_on_from_what_the_state_machine_applied() {
+        let (leader, me) = (NodeId(1), NodeId(2));
+        let members = Membership::with_voters([leader, me, NodeId(3)]);
+        let entries: Vec<Entry> = (1..=10)
+            .map(|i| Entry { term: Term(1), index: LogIndex(i), payload: EntryPayload::Noop })
+            .collect();
+        let stored = |applied: u64| InitialState {
+            hard_state: HardState { term: Term(1), voted_for: None, commit: LogIndex(4) },
+            entries: entries.clone(),
+            bootstrap: members.clone(),
+            applied: LogIndex(applied),
+            ..Default::default()
+        };
+        let mut f = RaftCore::new(Config::new(me, 1), stored(8));
+        assert_eq!((f.applied_index(), f.commit_index()), (LogIndex(8), LogIndex(8)));
+        assert_eq!(f.snapshot_meta_for(LogIndex(8)).map(|m| m.last_term), Ok(Term(1)));
+        let append = MessageBody::AppendEntries {
+            prev_log_index: LogIndex(10),
+            prev_log_term: Term(1),
+            entries: Vec::new(),
+            leader_commit: LogIndex(10),
+            read_seq: 0,
+        };
+        f.step(Message { from: leader, to: me, term: Term(1), body: append });
+        let handed: Vec<u64> = f
+            .take_commands()
+            .into_iter()
+            .filter_map(|c| match c {
+                Command::Apply { entries } => Some(entries),
+                _ => None,
+            })
+            .flatten()
+            .map(|e| e.index.0)
+            .collect();
+        assert_eq!(handed, [9, 10]);
+        let f = RaftCore::new(Config::new(me, 1), stored(25));
+        assert_eq!((f.applied_index(), f.commit_index()), (LogIndex(10), LogIndex(10)));
+        let f = RaftCore::new(Config::new(me, 1), stored(0));
+        assert_eq!((f.applied_index(), f.commit_index()), (LogIndex(0), LogIndex(4)));
+    }
+
     /// Compaction and installs hand the entries they let go of to the runtime
     /// (`Command::Release`) instead of freeing them inside the core: the runtime frees a
     /// large log off its event loop. Exactly the entries that left the log are released.

@@ -63,6 +63,8 @@ impl Storage for MemDisk {
             log_start: self.log_start,
             entries: self.entries.iter().cloned().collect(),
             bootstrap: self.bootstrap.clone(),
+            // The simulated state machine starts again from the snapshot.
+            applied: LogIndex::ZERO,
         };
         (init, self.snapshot.as_ref().map(|s| s.1.clone()))
     }

@@ -117,6 +117,7 @@ impl Node {
             log_start: self.disk.start,
             entries: self.disk.entries.clone(),
             bootstrap: self.bootstrap.clone(),
+            applied: LogIndex::ZERO,
         };
         self.core = Some(RaftCore::new(self.cfg.clone(), init));
     }
