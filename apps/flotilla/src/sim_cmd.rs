@@ -37,14 +37,15 @@ pub fn run(a: SimArgs) -> Result<()> {
     );
     let rep = run_seeds(a.start, a.seeds, &opts, threads, 1);
     println!(
-        "{} seeds in {:.1}s ({:.0} seeds/s): {} entries committed, {} client ops, {} crashes, \
-         {} snapshots installed, {} membership changes, {} failures",
+        "{} seeds in {:.1}s ({:.0} seeds/s): {} entries committed, {} client ops, {} crashes \
+         ({} restarted from their own state machine), {} snapshots installed, {} membership changes, {} failures",
         rep.seeds_run,
         rep.elapsed.as_secs_f64(),
         rep.seeds_per_second(),
         rep.committed,
         rep.ops_ok,
         rep.crashes,
+        rep.kept_sm_restarts,
         rep.snapshots_installed,
         rep.config_changes,
         rep.failures.len()

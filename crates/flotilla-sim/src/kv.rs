@@ -84,7 +84,7 @@ impl Request {
     }
 }
 
-/// The volatile state machine of one node incarnation.
+/// A node's state machine: volatile, or kept across a crash (`Plan::keep_sm_per_mille`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Kv {
     /// Invariant: equals the core's applied index after every step.

@@ -93,6 +93,7 @@ pub struct Report {
     pub ops_ok: u64,
     pub ops_unknown: u64,
     pub crashes: u64,
+    pub kept_sm_restarts: u64,
     pub snapshots_installed: u64,
     pub snapshots_refused: u64,
     pub snapshots_offered_again: u64,
@@ -113,6 +114,7 @@ impl Report {
         self.ops_ok += s.ops_ok;
         self.ops_unknown += s.ops_unknown;
         self.crashes += s.crashes;
+        self.kept_sm_restarts += s.kept_sm_restarts;
         self.snapshots_installed += s.snapshots_installed;
         self.snapshots_refused += s.snapshots_refused;
         self.snapshots_offered_again += s.snapshots_offered_again;

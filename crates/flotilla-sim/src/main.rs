@@ -111,7 +111,7 @@ fn main() -> ExitCode {
         return match run_seed(seed, &args.opts) {
             Ok(s) => {
                 println!(
-                    "seed {seed} ok: {} nodes, profile {}, {} events, {} ms simulated, {} entries committed, {} leaders, ops ok {} unknown {} failed {}, {} crashes, {} snapshots installed, {} refused, {} offered again early, {} config changes, converged {} ms after healing, trace hash {:016x} ({:.2?})",
+                    "seed {seed} ok: {} nodes, profile {}, {} events, {} ms simulated, {} entries committed, {} leaders, ops ok {} unknown {} failed {}, {} crashes ({} restarted from their own state machine), {} snapshots installed, {} refused, {} offered again early, {} config changes, converged {} ms after healing, trace hash {:016x} ({:.2?})",
                     s.nodes,
                     s.profile,
                     s.events,
@@ -122,6 +122,7 @@ fn main() -> ExitCode {
                     s.ops_unknown,
                     s.ops_failed,
                     s.crashes,
+                    s.kept_sm_restarts,
                     s.snapshots_installed,
                     s.snapshots_refused,
                     s.snapshots_offered_again,
@@ -153,12 +154,13 @@ fn main() -> ExitCode {
         rep.failures.len()
     );
     println!(
-        "clean seeds: {} events, {} entries committed, {} client ops acknowledged, {} unknown, {} crashes, {} snapshots installed, {} refused, {} offered again early, {} config changes, {} inconclusive linearizability checks, slowest convergence {} ms",
+        "clean seeds: {} events, {} entries committed, {} client ops acknowledged, {} unknown, {} crashes ({} restarted from their own state machine), {} snapshots installed, {} refused, {} offered again early, {} config changes, {} inconclusive linearizability checks, slowest convergence {} ms",
         rep.events,
         rep.committed,
         rep.ops_ok,
         rep.ops_unknown,
         rep.crashes,
+        rep.kept_sm_restarts,
         rep.snapshots_installed,
         rep.snapshots_refused,
         rep.snapshots_offered_again,

@@ -76,6 +76,8 @@ pub struct Node {
     pub last_done_at: u64,
     /// `Send`s waiting for every op up to the given sequence number.
     pub waiting: VecDeque<(u64, Message)>,
+    /// The state machine. It survives a crash when the run's plan says so
+    /// (`Plan::keep_sm_per_mille`), as `flotilla-kv`'s does (it lives in fjall).
     pub sm: Kv,
     /// Proposals by the index they were appended at.
     pub proposals: BTreeMap<LogIndex, Vec<Waiter>>,
@@ -127,13 +129,17 @@ impl Node {
         self.done_seq + 1 < self.next_seq
     }
 
-    /// Forgets everything volatile. Returns the waiters that lost their answer:
+    /// Forgets everything volatile, and the state machine unless `keep_sm` (a state machine
+    /// on disk, whose applied entries are all in the durable log already: the core only
+    /// applies what it persisted). Returns the waiters that lost their answer:
     /// (waiter, was a proposal).
-    pub fn crash(&mut self) -> Vec<(Waiter, bool)> {
+    pub fn crash(&mut self, keep_sm: bool) -> Vec<(Waiter, bool)> {
         self.core = None;
         self.queue.clear();
         self.waiting.clear();
-        self.sm = Kv::default();
+        if !keep_sm {
+            self.sm = Kv::default();
+        }
         self.incoming = None;
         self.building_snapshot = false;
         self.installing = false;

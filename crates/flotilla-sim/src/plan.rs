@@ -234,6 +234,11 @@ pub struct Plan {
     /// keeps its state and the core is told `snapshot_install_failed`). Not drawn from
     /// the seed, and only consulted when above 0, so that other profiles replay as before.
     pub refuse_install_per_mille: u32,
+    /// Proportion of crashes a node's state machine survives. Then the node restarts from
+    /// it, and tells the core what it applied (`InitialState::applied`), as a real node
+    /// with `flotilla-kv` does; otherwise it starts again from its snapshot, as an
+    /// in-memory state machine would. Drawn by `Sim::new` from a stream of its own.
+    pub keep_sm_per_mille: u32,
     /// Proportion of reads served by ReadIndex/lease (the rest go through the log), and of
     /// those, lease reads.
     pub read_index_per_mille: u32,
@@ -331,6 +336,7 @@ impl Plan {
             crash_majority: false,
             snapshot_every: rng.pick(&[8, 30, 100]).unwrap_or(30),
             refuse_install_per_mille: 0,
+            keep_sm_per_mille: 0,
             read_index_per_mille: 700,
             lease_per_mille: if core.check_quorum { 400 } else { 0 },
             cas_per_mille: 300,

@@ -29,6 +29,9 @@ const EXTRA_NODES_MAX: usize = 4;
 const EVENTS_MAX: u64 = 3_000_000;
 /// Rounds of `take_commands` after one input (each round may enable more work).
 const COMMAND_ROUNDS_MAX: usize = 8;
+/// The derived random stream that decides whether state machines survive crashes (node
+/// streams are `id * 1_000_003 + incarnation`, far below).
+const SM_SURVIVAL_STREAM: u64 = u64::MAX;
 
 struct Packet {
     msg: Message,
@@ -131,6 +134,8 @@ pub struct RunStats {
     pub ops_unknown: u64,
     pub ops_failed: u64,
     pub crashes: u64,
+    /// Restarts that went on from the state machine the crash left (`keep_sm_per_mille`).
+    pub kept_sm_restarts: u64,
     pub snapshots_built: u64,
     pub snapshots_installed: u64,
     /// Received snapshots the state machine refused (`refuse_install_per_mille`).
@@ -172,6 +177,8 @@ pub struct Sim {
     opts: SimOptions,
     plan: Plan,
     rng: SimRng,
+    /// Whether a crashed node's state machine survives (`Plan::keep_sm_per_mille`).
+    sm_rng: SimRng,
     now: u64,
     seq: u64,
     queue: BinaryHeap<Scheduled>,
@@ -196,13 +203,18 @@ pub struct Sim {
 impl Sim {
     pub fn new(seed: u64, opts: &SimOptions) -> Sim {
         let mut rng = SimRng::new(seed);
-        let plan = Plan::draw(&mut rng, opts);
+        let mut plan = Plan::draw(&mut rng, opts);
+        // A stream of its own, so that the main one is untouched: a seed whose state
+        // machines never survive a crash replays as it did before this knob existed.
+        let mut sm_rng = SimRng::derive(seed, SM_SURVIVAL_STREAM);
+        plan.keep_sm_per_mille = sm_rng.pick(&[0, 500, 1000]).unwrap_or(0);
         let ids: Vec<NodeId> = (1..=plan.nodes as u64).map(NodeId).collect();
         let bootstrap = Membership::with_voters(ids.iter().copied());
         let mut sim = Sim {
             seed,
             opts: opts.clone(),
             rng,
+            sm_rng,
             now: 0,
             seq: 0,
             queue: BinaryHeap::new(),
@@ -389,29 +401,40 @@ impl Sim {
         let now = self.now;
         let phase_us = self.rng.range(1, TICK_US);
         let Some(node) = self.node_mut(id) else { return };
-        let (init, data) = node.disk.load();
+        let (mut init, data) = node.disk.load();
         let snap = init.snapshot.clone();
         let mut cfg = node.cfg.clone();
         cfg.rng_seed = SimRng::derive(seed, id.0 * 1_000_003 + node.incarnation).next_u64();
-        let core = RaftCore::new(cfg, init);
-        let sm = match (&snap, data) {
-            (Some(meta), Some(bytes)) => match Kv::restore(&bytes) {
-                Ok(kv) if kv.applied == meta.last_index => kv,
-                Ok(kv) => {
-                    let d = format!(
-                        "n{id} snapshot bytes at {} but meta at {}",
-                        kv.applied, meta.last_index
-                    );
-                    self.fail("persistence contract", d);
-                    return;
-                }
-                Err(e) => {
-                    self.fail("persistence contract", format!("n{id}: {e}"));
-                    return;
-                }
-            },
-            _ => Kv::default(),
+        // As the supervisor does: a state machine that kept its state goes on from it if it
+        // covers everything the log no longer holds; otherwise it restores the snapshot.
+        let snap_index = snap.as_ref().map_or(LogIndex::ZERO, |m| m.last_index);
+        let kept = std::mem::take(&mut node.sm);
+        let keep = kept.applied > LogIndex::ZERO && kept.applied >= snap_index;
+        let sm = if keep {
+            init.applied = kept.applied;
+            kept
+        } else {
+            match (&snap, data) {
+                (Some(meta), Some(bytes)) => match Kv::restore(&bytes) {
+                    Ok(kv) if kv.applied == meta.last_index => kv,
+                    Ok(kv) => {
+                        let d = format!(
+                            "n{id} snapshot bytes at {} but meta at {}",
+                            kv.applied, meta.last_index
+                        );
+                        self.fail("persistence contract", d);
+                        return;
+                    }
+                    Err(e) => {
+                        self.fail("persistence contract", format!("n{id}: {e}"));
+                        return;
+                    }
+                },
+                _ => Kv::default(),
+            }
         };
+        let core = RaftCore::new(cfg, init);
+        self.stats.kept_sm_restarts += u64::from(keep);
         let node = self.node_mut(id).expect("exists");
         node.sm = sm;
         node.state = NodeState::Running;
@@ -1220,10 +1243,21 @@ impl Sim {
     }
 
     fn crash(&mut self, id: NodeId) {
-        let Some(node) = self.node_mut(id).filter(|n| n.running()) else { return };
-        let lost = node.crash();
+        if !self.node(id).is_some_and(|n| n.running()) {
+            return;
+        }
+        let keep_sm = self.sm_rng.chance(self.plan.keep_sm_per_mille);
+        // Half of the state machines that survive lost their last writes, as `flotilla-kv`
+        // can on a power loss (it does not sync its own writes; the log's sync covers them).
+        let lose_suffix = keep_sm && self.sm_rng.chance(500);
+        let node = self.node_mut(id).expect("running");
+        let lost = node.crash(keep_sm);
         node.state = NodeState::Crashed;
         let inc = node.incarnation;
+        if lose_suffix && let Err(e) = self.roll_back_sm(id) {
+            self.fail("persistence contract", format!("n{id}: {e}"));
+            return;
+        }
         self.stats.crashes += 1;
         self.trace.rec(self.now, Rec::Crash { node: id.0 });
         for (w, proposal) in lost {
@@ -1234,6 +1268,36 @@ impl Sim {
             let at = self.now + self.rng.range(lo, hi) * TICK_US;
             self.schedule(at, Ev::Restart { node: id, inc });
         }
+    }
+
+    /// Takes a crashed node's state machine back to a random index between its durable
+    /// snapshot and what it had applied: the snapshot's bytes, then the durable entries
+    /// after them. Every applied entry must still be in the durable log.
+    fn roll_back_sm(&mut self, id: NodeId) -> Result<(), String> {
+        let node = slot(&self.nodes, id).expect("exists");
+        let (init, data) = node.disk.load();
+        let snap = init.snapshot.as_ref().map_or(LogIndex::ZERO, |m| m.last_index);
+        let applied = node.sm.applied;
+        if applied <= snap {
+            return Ok(());
+        }
+        let to = LogIndex(self.sm_rng.range(snap.0, applied.0));
+        let mut kv = match data {
+            Some(bytes) => Kv::restore(&bytes)?,
+            None => Kv::default(),
+        };
+        let from = kv.applied;
+        for e in init.entries.iter().filter(|e| e.index > from && e.index <= to) {
+            kv.apply(e)?;
+        }
+        if kv.applied != to {
+            return Err(format!(
+                "rolling the state machine back to {to}: the durable log only gives {}",
+                kv.applied
+            ));
+        }
+        self.node_mut(id).expect("exists").sm = kv;
+        Ok(())
     }
 
     /// May `id` crash without taking down a majority of the voters (unless the plan allows)?

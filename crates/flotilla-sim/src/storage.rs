@@ -63,7 +63,7 @@ impl Storage for MemDisk {
             log_start: self.log_start,
             entries: self.entries.iter().cloned().collect(),
             bootstrap: self.bootstrap.clone(),
-            // The simulated state machine starts again from the snapshot.
+            // The runtime sets it when its state machine kept its state (`start_node`).
             applied: LogIndex::ZERO,
         };
         (init, self.snapshot.as_ref().map(|s| s.1.clone()))

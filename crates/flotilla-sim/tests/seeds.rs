@@ -2,15 +2,16 @@
 //! linearizability and convergence at the end. A failure prints the seed, the property,
 //! the last events and the command that replays it.
 
-use flotilla_sim::{Profile, SimOptions, run_seeds};
+use flotilla_sim::{Profile, Report, SimOptions, run_seeds};
 
-fn assert_clean(start: u64, count: u64, opts: SimOptions) {
+fn assert_clean(start: u64, count: u64, opts: SimOptions) -> Report {
     let rep = run_seeds(start, count, &opts, 1, 3);
     if let Some(f) = rep.failures.first() {
         panic!("{} of {} seeds failed; first:\n{f}", rep.failures.len(), rep.seeds_run);
     }
     assert_eq!(rep.seeds_run, count);
     assert!(rep.committed > 0 && rep.ops_ok > 0, "runs did real work: {rep:?}");
+    rep
 }
 
 #[test]
@@ -23,13 +24,20 @@ fn more_seeds_of_every_profile_and_size_are_clean() {
     assert_clean(700, 700, SimOptions::default());
 }
 
+/// Crashes with both kinds of restart: from the snapshot (a volatile state machine), and
+/// from a state machine that survived, whole or without its last writes, which tells the
+/// core what it applied (`InitialState::applied`).
 #[test]
 fn three_node_crash_and_churn_seeds_are_clean() {
     for profile in [Profile::Crashes, Profile::Churn] {
-        assert_clean(
+        let rep = assert_clean(
             0,
             250,
             SimOptions { nodes: Some(3), profile: Some(profile), ..SimOptions::default() },
+        );
+        assert!(
+            rep.kept_sm_restarts > 0 && rep.kept_sm_restarts < rep.crashes,
+            "both kinds of restart ran: {rep:?}"
         );
     }
 }
