@@ -436,6 +436,7 @@ impl Sim {
         let core = RaftCore::new(cfg, init);
         self.stats.kept_sm_restarts += u64::from(keep);
         let node = self.node_mut(id).expect("exists");
+        let kept_sm = keep.then_some(sm.applied.0);
         node.sm = sm;
         node.state = NodeState::Running;
         node.last_done_at = now;
@@ -443,7 +444,7 @@ impl Sim {
         let (term, commit, last) = (core.term().0, core.commit_index().0, core.last_index().0);
         node.core = Some(core);
         if inc > 0 {
-            self.trace.rec(now, Rec::Restart { node: id.0, term, commit, last });
+            self.trace.rec(now, Rec::Restart { node: id.0, term, commit, last, kept_sm });
         }
         let node = slot(&self.nodes, id).expect("exists");
         if let Err(v) = self.checker.on_restart(id, node.core.as_ref().expect("set"), &node.disk) {

@@ -12,17 +12,64 @@ use crate::rng::Fnv;
 /// printed.
 #[derive(Clone, Debug, Hash)]
 pub enum Rec {
-    Deliver { from: u64, to: u64, what: &'static str, term: u64, a: u64, b: u64, c: u64 },
-    Drop { from: u64, to: u64, what: &'static str, why: &'static str },
-    Role { node: u64, role: &'static str, term: u64 },
-    Crash { node: u64 },
-    Restart { node: u64, term: u64, commit: u64, last: u64 },
-    Stop { node: u64 },
-    Disk { node: u64, what: &'static str, a: u64 },
-    Apply { node: u64, lo: u64, hi: u64 },
-    Client { client: u32, what: &'static str, node: u64, a: u64 },
-    Nemesis { what: &'static str, a: u64, b: u64 },
-    Phase { what: &'static str },
+    Deliver {
+        from: u64,
+        to: u64,
+        what: &'static str,
+        term: u64,
+        a: u64,
+        b: u64,
+        c: u64,
+    },
+    Drop {
+        from: u64,
+        to: u64,
+        what: &'static str,
+        why: &'static str,
+    },
+    Role {
+        node: u64,
+        role: &'static str,
+        term: u64,
+    },
+    Crash {
+        node: u64,
+    },
+    /// `kept_sm`: the applied index of a state machine that survived the crash.
+    Restart {
+        node: u64,
+        term: u64,
+        commit: u64,
+        last: u64,
+        kept_sm: Option<u64>,
+    },
+    Stop {
+        node: u64,
+    },
+    Disk {
+        node: u64,
+        what: &'static str,
+        a: u64,
+    },
+    Apply {
+        node: u64,
+        lo: u64,
+        hi: u64,
+    },
+    Client {
+        client: u32,
+        what: &'static str,
+        node: u64,
+        a: u64,
+    },
+    Nemesis {
+        what: &'static str,
+        a: u64,
+        b: u64,
+    },
+    Phase {
+        what: &'static str,
+    },
 }
 
 impl fmt::Display for Rec {
@@ -49,8 +96,12 @@ impl fmt::Display for Rec {
             Rec::Drop { from, to, what, why } => write!(f, "drop {from}->{to} {what} ({why})"),
             Rec::Role { node, role, term } => write!(f, "n{node} becomes {role} in t{term}"),
             Rec::Crash { node } => write!(f, "CRASH n{node}"),
-            Rec::Restart { node, term, commit, last } => {
-                write!(f, "RESTART n{node} (t{term} commit {commit} last {last})")
+            Rec::Restart { node, term, commit, last, kept_sm } => {
+                write!(f, "RESTART n{node} (t{term} commit {commit} last {last}")?;
+                match kept_sm {
+                    Some(a) => write!(f, ", state machine kept at {a})"),
+                    None => write!(f, ")"),
+                }
             }
             Rec::Stop { node } => write!(f, "STOP n{node} (removed from the cluster)"),
             Rec::Disk { node, what, a } => write!(f, "n{node} disk {what} {a}"),
