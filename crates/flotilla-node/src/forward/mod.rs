@@ -49,6 +49,10 @@ const RELAYED: &[&str] =
 /// Flotilla answer; it is treated as a broken exchange.
 const ANSWER_MAX_BYTES: usize = 2 << 20;
 
+/// How a `503 no_leader` from `leader_read_index` says what went wrong: the leader may
+/// have answered (a 504 when it lost leadership, say), so not "could not be reached".
+const NO_READ_INDEX: &str = "gave no read index";
+
 /// Dialing the leader gives up after this long (or the request timeout, if shorter).
 const CONNECT_TIMEOUT_MAX: Duration = Duration::from_secs(2);
 
@@ -181,13 +185,13 @@ impl Forwarder {
         metrics.requests_forwarded.fetch_add(1, Ordering::Relaxed);
         let request = match self.outgoing(req, body, leader_api) {
             Ok(r) => r,
-            Err(e) => return self.not_sent(leader, leader_api, &e),
+            Err(e) => return self.not_sent(leader, leader_api, "could not be reached", &e),
         };
         match self.exchange(leader_api, request, timeout).await {
             Ok(answer) => answer,
             Err(Failure::NotSent(e)) => {
                 metrics.forward_failures.fetch_add(1, Ordering::Relaxed);
-                self.not_sent(leader, leader_api, &e)
+                self.not_sent(leader, leader_api, "could not be reached", &e)
             }
             Err(Failure::Unknown(e)) => {
                 metrics.forward_failures.fetch_add(1, Ordering::Relaxed);
@@ -251,7 +255,7 @@ impl Forwarder {
             out = out.header(hyper::header::AUTHORIZATION, value.as_bytes());
         }
         let request = out.body(Full::new(Bytes::new())).map_err(|e| {
-            self.not_sent(leader, leader_api, &format!("building the request: {e}"))
+            self.not_sent(leader, leader_api, NO_READ_INDEX, &format!("building the request: {e}"))
         })?;
         let why = match self.exchange_raw(leader_api, request, self.client_timeout()).await {
             Ok((200, _, body)) => {
@@ -270,7 +274,7 @@ impl Forwarder {
             }
             Err(Failure::NotSent(e) | Failure::Unknown(e)) => e,
         };
-        Err(self.not_sent(leader, leader_api, &format!("asking for a read index: {why}")))
+        Err(self.not_sent(leader, leader_api, NO_READ_INDEX, &why))
     }
 
     /// One exchange within `timeout`: the answer's status, headers and body. An idle pooled
@@ -332,14 +336,15 @@ impl Forwarder {
         }
     }
 
-    /// `503 no_leader`: the leader is known but could not be reached; nothing was proposed.
-    fn not_sent(&self, leader: NodeId, leader_api: &str, why: &str) -> HttpResponse {
+    /// `503 no_leader`: the leader is known but did not serve the request (`failed`: "could
+    /// not be reached", say); nothing was proposed.
+    fn not_sent(&self, leader: NodeId, leader_api: &str, failed: &str, why: &str) -> HttpResponse {
         let ms = self.inner.retry_after_ms;
         HttpResponse::ServiceUnavailable()
             .insert_header((header::RETRY_AFTER, ms.div_ceil(1000).max(1)))
             .json(json!({
                 "error": "no_leader", "retry_after_ms": ms, "leader": leader.0,
-                "message": format!("the leader, node {leader} at {leader_api}, could not be reached ({why}); nothing was proposed"),
+                "message": format!("the leader, node {leader} at {leader_api}, {failed} ({why}); nothing was proposed"),
             }))
     }
 }

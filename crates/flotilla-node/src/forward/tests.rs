@@ -206,7 +206,11 @@ async fn a_leader_that_will_not_give_a_read_index_is_no_leader_and_a_refused_tok
     let resp = f.leader_read_index(&snapshot_request("Bearer x"), NodeId(2), &addr).await;
     let resp = resp.expect_err("no index from a 307");
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(body_json(resp).await["error"], "no_leader");
+    let body = body_json(resp).await;
+    assert_eq!(body["error"], "no_leader");
+    // It answered, so the message does not say it could not be reached.
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(message.contains("gave no read index (it answered 307"), "{body}");
     // An answer without an index is not one.
     let (addr, _server) = one_shot_server(Some("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"));
     let resp = f.leader_read_index(&snapshot_request("Bearer x"), NodeId(2), &addr).await;
