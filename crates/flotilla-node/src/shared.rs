@@ -10,7 +10,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use flotilla_raft::{Entry, LogIndex, NodeId, Term};
 use serde_json::{Map, Value};
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::{Notify, broadcast, oneshot};
 
 use crate::api::{Applied, ClientError};
 use crate::faults::FaultSpec;
@@ -39,6 +39,9 @@ pub struct Shared {
     events: broadcast::Sender<Arc<str>>,
     pub faults: RwLock<FaultSpec>,
     pub metrics: Metrics,
+    /// Per peer: woken when the peer connects to us (`peer_is_back`), so that our own link
+    /// to it, sleeping out its reconnect back-off, dials at once.
+    peer_back: Mutex<BTreeMap<NodeId, Arc<Notify>>>,
 }
 
 impl Shared {
@@ -53,7 +56,21 @@ impl Shared {
             events,
             faults: RwLock::new(FaultSpec::default()),
             metrics: Metrics::default(),
+            peer_back: Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// What `peer`'s outbound link waits on between reconnect attempts.
+    pub(crate) fn peer_back(&self, peer: NodeId) -> Arc<Notify> {
+        let mut map = self.peer_back.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(peer).or_default().clone()
+    }
+
+    /// `peer` proved who it is on a connection to us: it is up, so a link to it that waits
+    /// out a back-off (up to a second) dials now. A restarted node then hears from the
+    /// leader in milliseconds instead of timing out into a pre-vote first.
+    pub(crate) fn peer_is_back(&self, peer: NodeId) {
+        self.peer_back(peer).notify_one();
     }
 
     fn waiters(&self) -> MutexGuard<'_, Waiters> {

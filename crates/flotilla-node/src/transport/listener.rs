@@ -99,6 +99,7 @@ async fn serve_peer(
             return;
         }
     };
+    shared.peer_is_back(peer);
     let mut frames = FramedRead::new(stream, WireCodec::new());
     while let Some(item) = frames.next().await {
         let msg = match item {

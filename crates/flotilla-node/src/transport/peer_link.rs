@@ -76,9 +76,14 @@ impl PeerLink {
         // reconnecting to a removed peer forever.
         let me = ctx.address().downgrade();
         let delay = Duration::from_millis(self.backoff_ms);
+        let back = self.shared.peer_back(peer);
         actix_rt::spawn(async move {
             if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
+                // The peer connecting to us cuts the back-off short (`Shared::peer_is_back`).
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = back.notified() => {}
+                }
             }
             let was_connected = run_connection(&addr, &hs, tls.as_ref(), peer, &shared, rx).await;
             if let Some(me) = me.upgrade() {
@@ -228,5 +233,33 @@ impl Handler<Shutdown> for PeerLink {
     fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
         self.tx = None;
         ctx.terminate();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_raft::LogIndex;
+
+    /// A link that sleeps out a reconnect back-off dials as soon as the peer connects to us
+    /// (the listener calls `peer_is_back` after the peer's handshake).
+    #[actix_rt::test]
+    async fn a_peer_that_connects_to_us_cuts_the_reconnect_back_off_short() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let shared = Shared::new(NodeId(1), LogIndex::ZERO);
+        let hs = Arc::new(HandshakeConfig::new("test", NodeId(1)));
+        let mut link = PeerLink::new(NodeId(2), addr, hs, shared.clone(), None);
+        link.backoff_ms = 600_000; // far past the deadlines below
+        let _link = link.start();
+        let quiet = tokio::time::timeout(Duration::from_millis(300), listener.accept()).await;
+        assert!(quiet.is_err(), "dialed during the back-off");
+        // Another peer coming back does not wake this link.
+        shared.peer_is_back(NodeId(3));
+        let quiet = tokio::time::timeout(Duration::from_millis(300), listener.accept()).await;
+        assert!(quiet.is_err(), "woken by another peer");
+        shared.peer_is_back(NodeId(2));
+        let dialed = tokio::time::timeout(Duration::from_secs(30), listener.accept()).await;
+        dialed.expect("dials once the peer is back").expect("accepts");
     }
 }
