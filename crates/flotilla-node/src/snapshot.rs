@@ -257,7 +257,7 @@ pub fn latest_snapshot(dir: &Path) -> Option<SnapshotFile> {
     list_snapshots(dir).pop()
 }
 
-fn write_meta_sidecar(file: &SnapshotFile) -> std::io::Result<()> {
+pub(crate) fn write_meta_sidecar(file: &SnapshotFile) -> std::io::Result<()> {
     let side = file.path.with_extension("meta");
     let tmp = file.path.with_extension("meta.tmp");
     let body =

@@ -277,3 +277,136 @@ fn recover_bootstrap(cfg: &NodeConfig, store: &mut dyn LogStore) -> Result<Membe
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use bytes::Bytes;
+    use flotilla_log::MemLogStore;
+    use flotilla_raft::{Entry, EntryPayload, NodeId, SnapshotMeta, Term};
+    use flotilla_wire::SnapshotId;
+
+    use super::*;
+    use crate::api::{SmError, SnapshotSource};
+    use crate::snapshot::{SnapshotFile, write_meta_sidecar};
+
+    /// A state machine that only says how far it applied.
+    struct Applied(u64);
+
+    impl StateMachine for Applied {
+        fn applied_index(&self) -> LogIndex {
+            LogIndex(self.0)
+        }
+        fn apply(&mut self, _: &[Entry]) -> Result<Vec<Option<Bytes>>, SmError> {
+            Err(SmError("not in this test".into()))
+        }
+        fn snapshot(&mut self) -> Result<Box<dyn SnapshotSource>, SmError> {
+            Err(SmError("not in this test".into()))
+        }
+        fn restore(&mut self, _: &SnapshotMeta, _: &mut dyn Read) -> Result<(), SmError> {
+            Err(SmError("not in this test".into()))
+        }
+    }
+
+    fn meta(index: u64, term: u64) -> SnapshotMeta {
+        SnapshotMeta {
+            last_index: LogIndex(index),
+            last_term: Term(term),
+            membership: Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)]),
+        }
+    }
+
+    /// A complete snapshot file (data and sidecar) as a build or a received transfer leaves.
+    fn snapshot_file(dir: &std::path::Path, m: SnapshotMeta) -> SnapshotFile {
+        let path = dir.join(format!("snap-{:020}-{:020}.snap", m.last_index.0, m.last_term.0));
+        std::fs::write(&path, b"state").unwrap();
+        let file = SnapshotFile { meta: m, path, len: 5, checksum: 0, id: SnapshotId(7) };
+        write_meta_sidecar(&file).unwrap();
+        file
+    }
+
+    /// Entries 1..=last, each of `term_of(index)`.
+    fn store_with(last: u64, term_of: impl Fn(u64) -> u64) -> MemLogStore {
+        let mut store = MemLogStore::new();
+        let entries: Vec<Entry> = (1..=last)
+            .map(|i| Entry {
+                term: Term(term_of(i)),
+                index: LogIndex(i),
+                payload: EntryPayload::Noop,
+            })
+            .collect();
+        store.write(None, &entries).unwrap();
+        store
+    }
+
+    fn stored_snapshot(store: &MemLogStore) -> Option<LogIndex> {
+        store.load().unwrap().snapshot.map(|m| m.last_index)
+    }
+
+    /// A build wrote its file and crashed before the store recorded it: the log holds the
+    /// file's last entry, so the file describes a prefix of it and is recorded, log kept.
+    #[test]
+    fn a_built_snapshot_the_crash_left_unrecorded_is_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = store_with(10, |_| 1);
+        snapshot_file(dir.path(), meta(6, 1));
+        let changed = reconcile_snapshots(&mut store, &Applied(8), dir.path(), LogIndex::ZERO);
+        assert!(changed.unwrap());
+        assert_eq!(stored_snapshot(&store), Some(LogIndex(6)));
+        assert_eq!(store.last_index(), LogIndex(10), "the log is kept");
+        assert_eq!(list_snapshots(dir.path()).len(), 1);
+    }
+
+    /// An install restored the state machine and crashed before the log was reset: the log
+    /// does not hold the snapshot's last entry (it ends earlier, or in another term), the
+    /// state machine is at or past it, so the install is finished: the log is reset to it.
+    #[test]
+    fn an_install_the_crash_interrupted_after_the_restore_is_finished() {
+        // A log that ends before the snapshot, and one that goes past it in an older term.
+        for last in [4, 12] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut store = store_with(last, |_| 1);
+            snapshot_file(dir.path(), meta(9, 2));
+            let changed = reconcile_snapshots(&mut store, &Applied(9), dir.path(), LogIndex::ZERO);
+            assert!(changed.unwrap(), "log of {last}");
+            let state = store.load().unwrap();
+            assert_eq!(state.snapshot.map(|m| m.last_index), Some(LogIndex(9)), "log of {last}");
+            assert!(state.entries.is_empty(), "the old log is gone: {:?}", state.entries);
+            assert_eq!(list_snapshots(dir.path()).len(), 1);
+        }
+    }
+
+    /// A received snapshot whose install never began (the state machine is behind it, the
+    /// log does not hold it) is deleted; the next older file is then looked at, and one
+    /// at or below the store's own snapshot is left alone.
+    #[test]
+    fn a_snapshot_never_installed_is_dropped_and_the_next_one_looked_at() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = store_with(10, |_| 1);
+        store.save_snapshot_meta(&meta(3, 1)).unwrap();
+        let recorded = snapshot_file(dir.path(), meta(3, 1));
+        let built = snapshot_file(dir.path(), meta(7, 1));
+        let received = snapshot_file(dir.path(), meta(20, 2));
+        let changed = reconcile_snapshots(&mut store, &Applied(8), dir.path(), LogIndex(3));
+        assert!(changed.unwrap());
+        assert!(!received.path.exists(), "the never-installed snapshot is deleted");
+        assert_eq!(stored_snapshot(&store), Some(LogIndex(7)), "the build under it is recorded");
+        assert!(built.path.exists() && recorded.path.exists());
+        assert_eq!(store.last_index(), LogIndex(10));
+    }
+
+    /// Nothing newer than the store's snapshot: nothing changes.
+    #[test]
+    fn files_at_or_below_the_stored_snapshot_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = store_with(10, |_| 1);
+        store.save_snapshot_meta(&meta(7, 1)).unwrap();
+        snapshot_file(dir.path(), meta(5, 1));
+        snapshot_file(dir.path(), meta(7, 1));
+        let changed = reconcile_snapshots(&mut store, &Applied(1), dir.path(), LogIndex(7));
+        assert!(!changed.unwrap());
+        assert_eq!(stored_snapshot(&store), Some(LogIndex(7)));
+        assert_eq!(list_snapshots(dir.path()).len(), 2);
+    }
+}
