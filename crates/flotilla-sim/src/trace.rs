@@ -9,67 +9,21 @@ use std::hash::{Hash, Hasher};
 use crate::rng::Fnv;
 
 /// One traced event. Small and `Copy`-like so recording costs little; formatted only when
-/// printed.
+/// printed. `Restart::kept_sm` is the applied index of a state machine that survived the
+/// crash (`None`: rebuilt from the snapshot).
 #[derive(Clone, Debug, Hash)]
 pub enum Rec {
-    Deliver {
-        from: u64,
-        to: u64,
-        what: &'static str,
-        term: u64,
-        a: u64,
-        b: u64,
-        c: u64,
-    },
-    Drop {
-        from: u64,
-        to: u64,
-        what: &'static str,
-        why: &'static str,
-    },
-    Role {
-        node: u64,
-        role: &'static str,
-        term: u64,
-    },
-    Crash {
-        node: u64,
-    },
-    /// `kept_sm`: the applied index of a state machine that survived the crash.
-    Restart {
-        node: u64,
-        term: u64,
-        commit: u64,
-        last: u64,
-        kept_sm: Option<u64>,
-    },
-    Stop {
-        node: u64,
-    },
-    Disk {
-        node: u64,
-        what: &'static str,
-        a: u64,
-    },
-    Apply {
-        node: u64,
-        lo: u64,
-        hi: u64,
-    },
-    Client {
-        client: u32,
-        what: &'static str,
-        node: u64,
-        a: u64,
-    },
-    Nemesis {
-        what: &'static str,
-        a: u64,
-        b: u64,
-    },
-    Phase {
-        what: &'static str,
-    },
+    Deliver { from: u64, to: u64, what: &'static str, term: u64, a: u64, b: u64, c: u64 },
+    Drop { from: u64, to: u64, what: &'static str, why: &'static str },
+    Role { node: u64, role: &'static str, term: u64 },
+    Crash { node: u64 },
+    Restart { node: u64, term: u64, commit: u64, last: u64, kept_sm: Option<u64> },
+    Stop { node: u64 },
+    Disk { node: u64, what: &'static str, a: u64 },
+    Apply { node: u64, lo: u64, hi: u64 },
+    Client { client: u32, what: &'static str, node: u64, a: u64 },
+    Nemesis { what: &'static str, a: u64, b: u64 },
+    Phase { what: &'static str },
 }
 
 impl fmt::Display for Rec {

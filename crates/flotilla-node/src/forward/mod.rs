@@ -49,8 +49,10 @@ const RELAYED: &[&str] =
 /// Flotilla answer; it is treated as a broken exchange.
 const ANSWER_MAX_BYTES: usize = 2 << 20;
 
-/// How a `503 no_leader` from `leader_read_index` says what went wrong: the leader may
-/// have answered (a 504 when it lost leadership, say), so not "could not be reached".
+/// How a `503 no_leader` says what went wrong: a proxied request that did not reach the
+/// leader, and a read index the leader did not give (it may have answered: a 504 when it
+/// lost leadership, say).
+const NOT_REACHED: &str = "could not be reached";
 const NO_READ_INDEX: &str = "gave no read index";
 
 /// Dialing the leader gives up after this long (or the request timeout, if shorter).
@@ -185,13 +187,13 @@ impl Forwarder {
         metrics.requests_forwarded.fetch_add(1, Ordering::Relaxed);
         let request = match self.outgoing(req, body, leader_api) {
             Ok(r) => r,
-            Err(e) => return self.not_sent(leader, leader_api, "could not be reached", &e),
+            Err(e) => return self.not_sent(leader, leader_api, NOT_REACHED, &e),
         };
         match self.exchange(leader_api, request, timeout).await {
             Ok(answer) => answer,
             Err(Failure::NotSent(e)) => {
                 metrics.forward_failures.fetch_add(1, Ordering::Relaxed);
-                self.not_sent(leader, leader_api, "could not be reached", &e)
+                self.not_sent(leader, leader_api, NOT_REACHED, &e)
             }
             Err(Failure::Unknown(e)) => {
                 metrics.forward_failures.fetch_add(1, Ordering::Relaxed);
