@@ -656,6 +656,53 @@ fn a_snapshot_asked_for_during_an_install_waits_for_it() {
     assert!(v["index"].as_u64().unwrap() >= installed, "{v} is below the install at {installed}");
 }
 
+/// A follower killed (-9) in the middle of installing a snapshot recovers at its next
+/// start (`supervisor::reconcile_snapshots`): killed before the state machine's restore,
+/// it drops the received file and is sent the snapshot again; killed after the restore but
+/// before its log was reset to the snapshot, it finishes the install. Either way it ends
+/// with every acknowledged write and the same state as the others. Test hooks hold the
+/// install at each point long enough to kill it there.
+#[test]
+fn a_follower_killed_in_the_middle_of_an_install_recovers_at_its_next_start() {
+    let _heavy = HEAVY.lock().unwrap_or_else(|p| p.into_inner());
+    let mut c = Cluster::start(3, &args(&["--snapshot-entries", "10"]));
+    let all = c.ids();
+    let CutOff { f, live, behind, written } = cut_off_a_follower(&mut c);
+    let hook = |name: &str| vec![(name.to_string(), "60000".to_string())];
+
+    // Before the restore: the file arrived, the state machine is untouched.
+    c.env.insert(f, hook("FLOTILLA_TEST_SLOW_SNAPSHOT_RESTORE_MS"));
+    c.spawn(f);
+    eventually(Duration::from_secs(60), "the follower starts installing", || {
+        c.status(f).is_some_and(|st| st["snapshot"]["installing"] == json!(true))
+    });
+    c.kill9(f);
+
+    // After the restore, before the log reset: the state machine is at the snapshot.
+    c.env.insert(f, hook("FLOTILLA_TEST_PAUSE_AFTER_SNAPSHOT_RESTORE_MS"));
+    c.spawn(f);
+    eventually(Duration::from_secs(60), "the follower restores the snapshot", || {
+        c.status(f).is_some_and(|st| {
+            st["snapshot"]["installing"] == json!(true)
+                && st["applied_index"].as_u64() > Some(behind)
+        })
+    });
+    let log = c.log_of(f);
+    assert!(log.contains("dropping a received snapshot that was never installed"), "{log}");
+    c.kill9(f);
+
+    c.env.remove(&f);
+    c.spawn(f);
+    eventually(Duration::from_secs(30), "the follower is back", || c.status(f).is_some());
+    let log = c.log_of(f);
+    assert!(log.contains("finishing a snapshot install a crash interrupted"), "{log}");
+    let leader = leader_of(&c, &live);
+    let commit = c.status(leader).unwrap()["commit_index"].as_u64().unwrap();
+    wait_applied(&c, f, commit, Duration::from_secs(60));
+    assert_same_state(&c, &all);
+    assert_eq!(mismatches(&c, f, &written), Vec::<String>::new());
+}
+
 /// A snapshot asked of a node that just restarted describes what its state machine had
 /// applied, at once, even with no leader to talk to. The state machine keeps its state
 /// across a restart and the core goes on from its applied index (`InitialState::applied`).

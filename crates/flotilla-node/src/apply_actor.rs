@@ -136,10 +136,18 @@ fn injected_restore_failure() -> bool {
 /// tests; docs/security.md lists it.
 pub const SLOW_RESTORE_ENV: &str = "FLOTILLA_TEST_SLOW_SNAPSHOT_RESTORE_MS";
 
-fn injected_restore_delay() -> Option<Duration> {
-    static DELAY: OnceLock<Option<Duration>> = OnceLock::new();
-    *DELAY.get_or_init(|| {
-        let ms = std::env::var(SLOW_RESTORE_ENV).ok()?.parse().ok()?;
+/// **Test-only fault hook.** When this environment variable holds a number of
+/// milliseconds, the apply thread waits that long after it restored a received snapshot
+/// and before the install goes on to reset the log. It exists so that `tests/snapshots.rs`
+/// can kill a node between the two and check the repair at its next start
+/// (`supervisor::reconcile_snapshots`). Never set it outside tests; docs/security.md
+/// lists it.
+pub const PAUSE_AFTER_RESTORE_ENV: &str = "FLOTILLA_TEST_PAUSE_AFTER_SNAPSHOT_RESTORE_MS";
+
+/// A hook's delay in ms, read from `name` once per process into `cell`.
+fn injected_delay(name: &str, cell: &OnceLock<Option<Duration>>) -> Option<Duration> {
+    *cell.get_or_init(|| {
+        let ms = std::env::var(name).ok()?.parse().ok()?;
         Some(Duration::from_millis(ms))
     })
 }
@@ -155,13 +163,18 @@ where
                 "the stream was refused (injected by {FAIL_RESTORE_ENV})"
             )));
         }
-        if let Some(delay) = injected_restore_delay() {
+        static SLOW: OnceLock<Option<Duration>> = OnceLock::new();
+        static PAUSE: OnceLock<Option<Duration>> = OnceLock::new();
+        if let Some(delay) = injected_delay(SLOW_RESTORE_ENV, &SLOW) {
             std::thread::sleep(delay);
         }
         let file = File::open(&r.path).map_err(|e| SmError(format!("open {:?}: {e}", r.path)))?;
         let mut reader = BufReader::new(file);
         self.sm().restore(&r.meta, &mut reader)?;
         self.shared.set_applied(r.meta.last_index);
+        if let Some(pause) = injected_delay(PAUSE_AFTER_RESTORE_ENV, &PAUSE) {
+            std::thread::sleep(pause);
+        }
         Ok(r.meta.last_index)
     }
 }
